@@ -1,0 +1,2 @@
+"""multimodal_suite."""
+__version__ = "0.1.0"

@@ -1,0 +1,155 @@
+"""Batched encoders over models from :mod:`multimodal_suite.common.models`.
+
+One loop for every pipeline: image decode/resize runs in a thread pool one batch ahead of the model, the model runs
+under ``inference_mode`` and autocast, the batch size adapts to out-of-memory errors, and a progress bar shows
+the work. Items that cannot be decoded come back as ``None`` rows with their reason, never dropped.
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .batching import DynamicBatcher
+from .device import autocast_context, autocast_dtype, pick_device
+from .images import ImageDecodeError, decode_image, resize_for_model, to_pixel_values
+from .models import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodeResult:
+    """Embeddings [n, d] in input order (zeros where an item failed) and the failures by position."""
+
+    embeddings: np.ndarray
+    failures: dict[int, str] = field(default_factory=dict)
+
+
+def image_features(loaded: LoadedModel, pixel_values: torch.Tensor) -> torch.Tensor:
+    """One image embedding per picture for any supported image family: [B, 3, H, W] → [B, D]."""
+    family = loaded.spec.family
+    module = loaded.module
+    if family == "siglip_vision":
+        return module(pixel_values=pixel_values).pooler_output
+    if family == "clip":
+        features = module.get_image_features(pixel_values=pixel_values)
+        return features if isinstance(features, torch.Tensor) else features.pooler_output
+    if family == "timm":
+        return module(pixel_values)
+    raise ValueError(f"{family!r} is not an image encoder family")
+
+
+def _prepare(load: Callable[[], bytes], size: int) -> np.ndarray | str:
+    try:
+        return resize_for_model(decode_image(load()), size)
+    except ImageDecodeError as error:
+        return str(error)
+    except OSError as error:  # the file vanished or is unreadable
+        return f"unreadable: {error}"
+
+
+def encode_images(
+    loaded: LoadedModel,
+    loaders: Sequence[Callable[[], bytes]],
+    *,
+    batch_size: int = 32,
+    device: str | None = "auto",
+    mixed_precision: bool = True,
+    num_workers: int = 2,
+    progress: str | None = "images",
+) -> EncodeResult:
+    """Embed images given as byte loaders; undecodable ones get a zero row and a failure reason.
+
+    Args:
+        loaded: an image-family model from :func:`~multimodal_suite.common.models.load_model`.
+        loaders: one zero-argument callable per image returning its encoded bytes.
+        batch_size: starting batch size (halved on OOM, grown back after successes).
+        device: ``auto`` (cuda → mps → cpu) or a torch device string.
+        mixed_precision: autocast to fp16 (GPU) / bf16 (CPU).
+        num_workers: decode threads running ahead of the model.
+        progress: progress-bar label, or None for no bar.
+
+    Returns:
+        :class:`EncodeResult` with float32 embeddings [len(loaders), D].
+    """
+    if loaded.image_size is None:
+        raise ValueError(f"model {loaded.spec.describe()} has no image size; is it an image encoder?")
+    torch_device = pick_device(device)
+    dtype = autocast_dtype(torch_device, mixed_precision)
+    module = loaded.module.to(torch_device)
+    out = np.zeros((len(loaders), loaded.output_dim), dtype=np.float32)
+    failures: dict[int, str] = {}
+    positions = list(range(len(loaders)))
+    batcher = DynamicBatcher(batch_size)
+    bar = tqdm(total=len(loaders), desc=progress, unit="img", disable=progress is None, leave=False)
+
+    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+        # Decoding is submitted up to two batches ahead of the batch the model is on, so decode overlaps compute
+        # while memory stays bounded; results are consumed in input order.
+        futures: dict[int, object] = {}
+        next_to_submit = 0
+
+        def prefetch(upto: int) -> None:
+            nonlocal next_to_submit
+            while next_to_submit < min(upto, len(loaders)):
+                futures[next_to_submit] = pool.submit(_prepare, loaders[next_to_submit], loaded.image_size)
+                next_to_submit += 1
+
+        def run_batch(batch: Sequence[int]) -> list[np.ndarray | None]:
+            prefetch(batch[-1] + 1 + 2 * batch_size)
+            prepared = [futures[i].result() for i in batch]
+            good = [j for j, item in enumerate(prepared) if not isinstance(item, str)]
+            results: list[np.ndarray | None] = [None] * len(batch)
+            if good:
+                pixels = to_pixel_values([prepared[j] for j in good], loaded.image_mean, loaded.image_std)
+                with torch.inference_mode(), autocast_context(torch_device, dtype):
+                    features = image_features(loaded, pixels.to(torch_device))
+                features = features.float().cpu().numpy()
+                for row, j in enumerate(good):
+                    results[j] = features[row]
+            for j, item in enumerate(prepared):
+                if isinstance(item, str):
+                    failures[batch[j]] = item
+            return results
+
+        for batch, results in batcher.iter_batches(positions, run_batch):
+            for index, vector in zip(batch, results):
+                if vector is not None:
+                    out[index] = vector
+                futures.pop(index, None)
+            bar.update(len(batch))
+    bar.close()
+    return EncodeResult(out, failures)
+
+
+def encode_texts(
+    loaded: LoadedModel,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    device: str | None = "auto",
+    progress: str | None = "texts",
+) -> EncodeResult:
+    """Embed texts with a sentence-transformers model in adaptive batches → float32 [len(texts), D]."""
+    torch_device = pick_device(device)
+    module = loaded.module.to(torch_device)
+    out = np.zeros((len(texts), loaded.output_dim), dtype=np.float32)
+    bar = tqdm(total=len(texts), desc=progress, unit="text", disable=progress is None, leave=False)
+
+    def run_batch(batch: Sequence[int]) -> list[np.ndarray]:
+        with torch.inference_mode():
+            vectors = module.encode([texts[i] for i in batch], batch_size=len(batch), convert_to_numpy=True,
+                                    show_progress_bar=False, device=str(torch_device))
+        return list(vectors.astype(np.float32))
+
+    for batch, results in DynamicBatcher(batch_size).iter_batches(list(range(len(texts))), run_batch):
+        out[list(batch)] = np.stack(results)
+        bar.update(len(batch))
+    bar.close()
+    return EncodeResult(out)

@@ -1,0 +1,149 @@
+"""``ComicBookFolderDataset``: a folder of comic books, one sub-folder of page images (+ JSON sidecars) per book.
+
+Loading lists files only and returns lazy :class:`~multimodal_suite.common.books.ComicBook` views; saving
+writes generated sample books, and refuses to write into a folder it did not create.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+from copy import deepcopy
+from typing import Any
+
+import fsspec
+from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
+
+from multimodal_suite.common.atomic import atomic_write_bytes
+from multimodal_suite.common.books import IMAGE_EXTENSIONS, ComicBook, scan_books
+
+try:  # kedro-viz renders this type as a table; the dict is the same without it
+    from kedro_datasets._typing import TablePreview
+except ImportError:  # pragma: no cover
+    TablePreview = dict  # type: ignore[assignment,misc]
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_MARKER = ".sample_data"
+_MARKER_TEXT = b"Generated sample books: saving again deletes and rewrites every book folder here.\n"
+
+
+class ComicBookFolderDataset(AbstractDataset[dict[str, bytes], dict[str, ComicBook]]):
+    """A book collection: ``<filepath>/<book_id>/NNN.jpg`` (+ ``NNN.ocr.json``, ``NNN.panels.json``).
+
+    ``load()`` returns ``{book_id: ComicBook}`` sorted by book id, pages sorted by the number in their file name
+    (``10.jpg`` after ``9.jpg``). It only lists files; pages are read when a node asks for them.
+
+    ``save(files)`` takes ``{"<book_id>/<file name>": bytes}`` and writes each file atomically. It writes a
+    ``.sample_data`` marker and refuses to write into a non-empty folder without one, so a real collection is
+    never overwritten by generated samples; into a marked folder it first deletes the previous book folders,
+    so a regeneration gives exactly the files passed.
+
+    Examples:
+        Using the YAML API:
+
+        ```yaml
+        comic_books:
+          type: multimodal_suite.datasets.comic_books.ComicBookFolderDataset
+          filepath: data/01_raw/comic_books
+        ```
+
+        Using the Python API:
+
+        >>> from multimodal_suite.datasets.comic_books import ComicBookFolderDataset
+        >>>
+        >>> dataset = ComicBookFolderDataset(filepath=tmp_path / "books")
+        >>> dataset.save({"0a1b2c3d/000.jpg": b"...", "0a1b2c3d/000.ocr.json": b'{"OCRResult": ""}'})
+        >>> books = dataset.load()
+        >>> [page.page_index for page in books["0a1b2c3d"].pages]
+        [0]
+    """
+
+    def __init__(
+        self,
+        *,
+        filepath: str | os.PathLike,
+        image_extensions: tuple[str, ...] | list[str] = IMAGE_EXTENSIONS,
+        fs_args: dict[str, Any] | None = None,
+        credentials: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Creates a dataset for the book folders under ``filepath``.
+
+        Args:
+            filepath: Folder holding one sub-folder per book; a local path or an fsspec URL (``s3://…``).
+            image_extensions: File name endings that are page images (case-insensitive).
+            fs_args: Extra arguments for the fsspec filesystem constructor.
+            credentials: Credentials for the filesystem (merged into its constructor arguments).
+            metadata: Any arbitrary metadata; ignored by Kedro.
+        """
+        self._protocol, path = get_protocol_and_path(str(filepath))
+        self._fs_args = {**(deepcopy(fs_args) or {}), **(deepcopy(credentials) or {})}
+        self._fs = fsspec.filesystem(self._protocol, **self._fs_args)
+        self._root = path.rstrip("/")
+        self._filepath = str(filepath)
+        self._image_extensions = tuple(image_extensions)
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath, "protocol": self._protocol, "image_extensions": self._image_extensions}
+
+    def _exists(self) -> bool:
+        return self._fs.isdir(self._root)
+
+    def _url(self, path: str) -> str:
+        return path if self._protocol == "file" else f"{self._protocol}://{path}"
+
+    def load(self) -> dict[str, ComicBook]:
+        if not self._exists():
+            raise DatasetError(
+                f"no book folder at {self._filepath!r}: point the catalog entry at your books, or generate "
+                "samples with `kedro run --pipeline demo_data --env demo`"
+            )
+        return scan_books(self._url(self._root), self._image_extensions, **self._fs_args)
+
+    def save(self, data: dict[str, bytes]) -> None:
+        targets = {key: self._target(key) for key in data}
+        self._prepare_root()
+        for key, target in targets.items():
+            if self._protocol == "file":
+                atomic_write_bytes(target, data[key])
+            else:  # object stores replace whole objects, which is already atomic
+                self._fs.pipe_file(target, data[key])
+        books = {key.split("/")[0] for key in data}
+        logger.info("wrote %d files (%d books) under %s", len(data), len(books), self._filepath)
+
+    def _target(self, key: str) -> str:
+        """The full path of a ``"<book_id>/<file>"`` key; refuses anything that could escape the folder."""
+        parts = key.split("/")
+        if len(parts) != 2 or any(part in ("", ".", "..") or part.startswith(".") for part in parts) or "\\" in key:
+            raise DatasetError(f"{self._filepath}: file key {key!r} is not '<book_id>/<file name>'; nothing written")
+        return posixpath.join(self._root, key)
+
+    def _prepare_root(self) -> None:
+        """Check the folder may be written, clear the previous sample books, and mark it as sample data."""
+        marker = posixpath.join(self._root, SAMPLE_MARKER)
+        if self._fs.isdir(self._root):
+            entries = self._fs.ls(self._root, detail=True)
+            if entries and not self._fs.exists(marker):
+                raise DatasetError(
+                    f"{self._filepath} holds files that were not generated here (no {SAMPLE_MARKER} marker); "
+                    "refusing to write sample books over them. Point the catalog entry at an empty folder, "
+                    f"or delete the folder if it really holds only samples."
+                )
+            for entry in entries:
+                if entry["type"] == "directory":
+                    self._fs.rm(entry["name"], recursive=True)
+        else:
+            self._fs.makedirs(self._root, exist_ok=True)
+        # Written before the books, so an interrupted save leaves a folder that the next save may clear.
+        if self._protocol == "file":
+            atomic_write_bytes(marker, _MARKER_TEXT)
+        else:
+            self._fs.pipe_file(marker, _MARKER_TEXT)
+
+    def preview(self, nrows: int = 20) -> TablePreview:
+        """The first ``nrows`` books and their page counts, as a kedro-viz table."""
+        books = scan_books(self._url(self._root), self._image_extensions, **self._fs_args) if self._exists() else {}
+        rows = [[book.book_id, book.num_pages] for book in list(books.values())[:nrows]]
+        return TablePreview({"index": list(range(len(rows))), "columns": ["book_id", "pages"], "data": rows})

@@ -1,0 +1,1 @@
+"""Plain torch modules and their configs; no Kedro imports."""

@@ -1,0 +1,17 @@
+"""Project settings: configuration loading (with environment-variable resolvers) and hooks."""
+from kedro.config import OmegaConfigLoader
+
+from multimodal_suite.config_resolvers import CONFIG_RESOLVERS
+from multimodal_suite.hooks import OfflineModelsHook
+
+HOOKS = (OfflineModelsHook(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # oc.env and the typed env resolvers let conf/base honour the original PSS_* variables.
+    "custom_resolvers": CONFIG_RESOLVERS,
+    # conf/demo overrides single keys (a model spec, an epoch count) without restating whole sections.
+    "merge_strategy": {"parameters": "soft", "catalog": "soft"},
+}
