@@ -47,7 +47,8 @@ def test_duplicate_page_number_keeps_first_name(caplog: pytest.LogCaptureFixture
 def test_page_reads_image_and_sidecars(tmp_path: Path) -> None:
     (tmp_path / "3.jpg").write_bytes(_jpeg())
     (tmp_path / "3.ocr.json").write_text(json.dumps({"OCRResult": "HEY LOOK OUT!"}))
-    (tmp_path / "3.panels.json").write_text(json.dumps([{"bbox": [1, 2, 3, 4], "text": "HI"}, {"bbox": [0, 0, 5, 5.5]}]))
+    panels = [{"bbox": [1, 2, 3, 4], "text": "HI"}, {"bbox": [0, 0, 5, 5.5]}]
+    (tmp_path / "3.panels.json").write_text(json.dumps(panels))
     page = PageRef("abc", 3, str(tmp_path / "3.jpg"))
 
     assert page.read_image_bytes() == (tmp_path / "3.jpg").read_bytes()

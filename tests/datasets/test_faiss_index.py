@@ -1,4 +1,4 @@
-"""FaissIndexDataset and the index helpers: round trips, sidecar, ids, search parameters, devices."""
+"""FaissIndexDataset and the index functions in common: round trips, sidecar, ids, search parameters, devices."""
 from __future__ import annotations
 
 import doctest

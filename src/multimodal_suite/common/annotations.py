@@ -67,12 +67,12 @@ def _bounds(item: Any) -> tuple[int, int] | None:
     if not isinstance(item, dict):
         return None
     start = item.get("page_start")
-    end = item.get("page_end", start)
+    end = item.get("page_end")
     end = start if end is None else end
     # bool is an int subclass; a true/false page number is a broken record, not page 1/0.
-    if not all(isinstance(value, int) and not isinstance(value, bool) for value in (start, end)):
-        return None
-    return start, end
+    if isinstance(start, int) and isinstance(end, int) and not isinstance(start, bool) and not isinstance(end, bool):
+        return start, end
+    return None
 
 
 def is_continuation(story: dict[str, Any]) -> bool:

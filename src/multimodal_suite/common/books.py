@@ -53,9 +53,10 @@ def _valid_panel(entry: Any) -> bool:
     if not isinstance(entry, dict):
         return False
     bbox = entry.get("bbox")
-    numbers_ok = isinstance(bbox, list) and len(bbox) == 4
-    numbers_ok = numbers_ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
-    return numbers_ok and isinstance(entry.get("text", ""), str)
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        return False
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+    return numbers and isinstance(entry.get("text", ""), str)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class PageRef:
     def read_image_bytes(self) -> bytes:
         """The image file's bytes, undecoded (may be empty or truncated: decoding is the reader's check)."""
         with fsspec.open(self.image_path, "rb") as handle:
-            return handle.read()
+            data: bytes = handle.read()
+        return data
 
     def read_image(self, mode: str = "RGB") -> tuple[Image.Image | None, str | None]:
         """The decoded image and None, or ``(None, problem)`` with problem ``"image_empty"`` (zero bytes) or
@@ -150,6 +152,13 @@ class ComicBook:
     def num_pages(self) -> int:
         """Pages present on disk."""
         return len(self.pages)
+
+    def page(self, page_index: int) -> PageRef:
+        """The page whose file name carries ``page_index``; KeyError naming the book when there is none."""
+        for page in self.pages:
+            if page.page_index == page_index:
+                return page
+        raise KeyError(f"book {self.book_id} has no page {page_index}")
 
 
 def book_from_files(

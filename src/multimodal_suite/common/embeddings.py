@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
+from pandas.api.types import is_string_dtype
+from safetensors.numpy import load as load_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +82,8 @@ class EmbeddingTable:
         if len(self.rows) != embeddings.shape[0]:
             raise ValueError(f"{len(self.rows)} rows for {embeddings.shape[0]} embeddings; need one row per vector")
         keys = self.rows[KEY_COLUMN]
-        not_str = keys[~keys.map(lambda key: isinstance(key, str))]
-        if len(not_str):
+        if keys.isna().any() or not is_string_dtype(keys):
+            not_str = keys[~keys.map(lambda key: isinstance(key, str))]
             raise ValueError(f"{len(not_str)} keys are not strings, e.g. {not_str.iloc[:3].tolist()}")
         duplicated = keys[keys.duplicated()]
         if len(duplicated):
@@ -191,9 +193,7 @@ def read_part_vectors(fs: fsspec.AbstractFileSystem, path: str, mmap: bool = Tru
     """The ``embeddings`` tensor of one safetensors part, memory-mapped when the file is local."""
     if mmap and isinstance(fs, LocalFileSystem):
         return _memmap_safetensors(path, TENSOR_NAME)
-    from safetensors.numpy import load
-
-    return load(fs.cat_file(path))[TENSOR_NAME]
+    return load_safetensors(fs.cat_file(path))[TENSOR_NAME]
 
 
 def _memmap_safetensors(path: str, name: str) -> np.ndarray:

@@ -148,7 +148,10 @@ def encode_texts(
                                     show_progress_bar=False, device=str(torch_device))
         return list(vectors.astype(np.float32))
 
-    for batch, results in DynamicBatcher(batch_size).iter_batches(list(range(len(texts))), run_batch):
+    # Longest first, so each batch pads to similar lengths (padding is most of the cost on uneven OCR text) and an
+    # OOM, if any, happens at the start.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    for batch, results in DynamicBatcher(batch_size).iter_batches(order, run_batch):
         out[list(batch)] = np.stack(results)
         bar.update(len(batch))
     bar.close()

@@ -281,6 +281,8 @@ def load_model(spec: Mapping[str, Any] | ModelSpec) -> LoadedModel:
     parsed = ModelSpec.parse(spec)
     module = build_module(parsed)
     image_size, mean, std = _image_settings(module, parsed)
+    if parsed.options.get("max_seq_length") and hasattr(module, "max_seq_length"):
+        module.max_seq_length = int(parsed.options["max_seq_length"])
     if parsed.options.get("image_size"):
         image_size = int(parsed.options["image_size"])
     return LoadedModel(module=module, spec=parsed, output_dim=_output_dim(module, parsed), image_size=image_size,

@@ -1,5 +1,7 @@
 """Kedro datasets: one class per module, each owning its on-disk format."""
+from multimodal_suite.datasets.comic_books import ComicBookFolderDataset
 from multimodal_suite.datasets.embedding_shards import EmbeddingShardDataset
 from multimodal_suite.datasets.faiss_index import FaissIndexDataset
+from multimodal_suite.datasets.safetensors_model import SafetensorsModelDataset
 
-__all__ = ["EmbeddingShardDataset", "FaissIndexDataset"]
+__all__ = ["ComicBookFolderDataset", "EmbeddingShardDataset", "FaissIndexDataset", "SafetensorsModelDataset"]

@@ -62,7 +62,7 @@ class ComicBookFolderDataset(AbstractDataset[dict[str, bytes], dict[str, ComicBo
     def __init__(
         self,
         *,
-        filepath: str | os.PathLike,
+        filepath: str | os.PathLike[str],
         image_extensions: tuple[str, ...] | list[str] = IMAGE_EXTENSIONS,
         fs_args: dict[str, Any] | None = None,
         credentials: dict[str, Any] | None = None,
@@ -78,7 +78,7 @@ class ComicBookFolderDataset(AbstractDataset[dict[str, bytes], dict[str, ComicBo
             metadata: Any arbitrary metadata; ignored by Kedro.
         """
         self._protocol, path = get_protocol_and_path(str(filepath))
-        self._fs_args = {**(deepcopy(fs_args) or {}), **(deepcopy(credentials) or {})}
+        self._fs_args = {**deepcopy(fs_args or {}), **deepcopy(credentials or {})}
         self._fs = fsspec.filesystem(self._protocol, **self._fs_args)
         self._root = path.rstrip("/")
         self._filepath = str(filepath)
@@ -89,7 +89,7 @@ class ComicBookFolderDataset(AbstractDataset[dict[str, bytes], dict[str, ComicBo
         return {"filepath": self._filepath, "protocol": self._protocol, "image_extensions": self._image_extensions}
 
     def _exists(self) -> bool:
-        return self._fs.isdir(self._root)
+        return bool(self._fs.isdir(self._root))
 
     def _url(self, path: str) -> str:
         return path if self._protocol == "file" else f"{self._protocol}://{path}"

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
+from safetensors.numpy import save_file
 
 from multimodal_suite.common.atomic import atomic_path, atomic_write_json
 from multimodal_suite.common.embeddings import (
@@ -159,6 +160,8 @@ class EmbeddingShardDataset(AbstractDataset[EmbeddingTable, EmbeddingShards]):
         # keys of parts already listed in the manifest, so appending a part does not re-read every part
         self._stored_keys: set[str] = set()
         self._stored_key_parts: set[str] = set()
+        self._warned_dtype = False
+        self._reported_orphans: set[int] = set()
 
     @property
     def _dir(self) -> str:
@@ -205,17 +208,16 @@ class EmbeddingShardDataset(AbstractDataset[EmbeddingTable, EmbeddingShards]):
             return
 
         dtype = manifest["dtype"]
-        if dtype != self._dtype:
+        if dtype != self._dtype and not self._warned_dtype:
             logger.warning(
                 "%s stores %s vectors; appending in %s, not the configured %s", self._dir, dtype, dtype, self._dtype
             )
+            self._warned_dtype = True
         vectors = self._to_storage(data.embeddings, dtype)
         name = part_name(self._next_part_number(manifest))
         metadata = {"format": "multimodal_suite.embedding_shards", "format_version": str(FORMAT_VERSION)}
         if data.model_spec_hash:
             metadata["model_spec_hash"] = data.model_spec_hash
-
-        from safetensors.numpy import save_file
 
         # part files first, manifest last: a crash in between leaves unlisted files that readers ignore
         with atomic_fs_path(self._fs, join_path(self._dir, f"{name}.safetensors")) as tmp:
@@ -297,22 +299,26 @@ class EmbeddingShardDataset(AbstractDataset[EmbeddingTable, EmbeddingShards]):
                 self._stored_key_parts.add(name)
         if not self._stored_keys or len(data) == 0:
             return data
-        stored = data.rows[KEY_COLUMN].isin(self._stored_keys).to_numpy()
+        # a set lookup per key: Series.isin copies the whole stored set into an array on every call
+        stored = np.fromiter((key in self._stored_keys for key in data.rows[KEY_COLUMN]), dtype=bool, count=len(data))
         if stored.any():
-            logger.info("%s: %d of %d keys already stored; appending the other %d",
-                        self._dir, int(stored.sum()), len(data), int((~stored).sum()))
+            logger.info(
+                "%s: %d of %d keys already stored; appending the other %d",
+                self._dir, int(stored.sum()), len(data), int((~stored).sum()),
+            )
             data = data.take(~stored)
         return data
 
     def _next_part_number(self, manifest: dict[str, Any]) -> int:
         listed = {int(part["name"].rsplit("-", 1)[1]) for part in manifest["parts"]}
         on_disk = set(existing_part_numbers(self._fs, self._dir))
-        orphans = on_disk - listed
+        orphans = on_disk - listed - self._reported_orphans
         if orphans:
             logger.warning(
-                "%s: ignoring %d part number(s) not in the manifest (an earlier save stopped early): %s",
+                "%s: ignoring %d part file number(s) not in the manifest (an earlier save stopped early): %s",
                 self._dir, len(orphans), [part_name(n) for n in sorted(orphans)][:5],
             )
+            self._reported_orphans |= orphans
         # past every file on disk, so an orphan is never overwritten and never mistaken for a listed part
         return max(listed | on_disk, default=-1) + 1
 

@@ -146,10 +146,12 @@ def test_greedy_overlap_and_one_to_one_assignment_differ():
 def _brute_force_mndd(true: list[int], pred: list[int]) -> int:
     t, p = segments(true), segments(pred)
     overlap = [[max(0, min(a[1], b[1]) - max(a[0], b[0])) for b in p] for a in t]
+    # try every injective map from the shorter side to the longer one
     if len(t) <= len(p):
-        best = max(sum(overlap[i][j] for i, j in enumerate(cols)) for cols in itertools.permutations(range(len(p)), len(t)))
+        pairings = ([(i, j) for i, j in enumerate(cols)] for cols in itertools.permutations(range(len(p)), len(t)))
     else:
-        best = max(sum(overlap[i][j] for j, i in enumerate(rows)) for rows in itertools.permutations(range(len(t)), len(p)))
+        pairings = ([(i, j) for j, i in enumerate(rows)] for rows in itertools.permutations(range(len(t)), len(p)))
+    best = max(sum(overlap[i][j] for i, j in pairing) for pairing in pairings)
     return len(true) - best
 
 

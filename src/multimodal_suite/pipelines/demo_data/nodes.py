@@ -67,13 +67,16 @@ class DemoBooksConfig:
         params = dict(params or {})
         unknown = set(params) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"params:demo_data has unknown keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+            known = sorted(cls.__dataclass_fields__)
+            raise ValueError(f"params:demo_data has unknown keys {sorted(unknown)}; known keys: {known}")
         if "page_size" in params:
             params["page_size"] = tuple(int(v) for v in params["page_size"])
         config = cls(**params)
         if not 11 <= config.min_pages <= config.max_pages:
             # below 11 pages unpadded names sort the same as numbers, and the ordering check would test nothing
-            raise ValueError(f"params:demo_data: need 11 <= min_pages <= max_pages, got {config.min_pages}, {config.max_pages}")
+            raise ValueError(
+                f"params:demo_data: need 11 <= min_pages <= max_pages, got {config.min_pages}, {config.max_pages}"
+            )
         return config
 
 
@@ -99,14 +102,14 @@ CREDITS = (
     "written by art by pencils inks letters colors editor publisher copyright published monthly entered "
     "second class matter post office printed in u.s.a. all rights reserved"
 ).split()
-LETTERS = "dear editor letters readers your fan club next issue we write us thanks favorite page contest winners".split()
+LETTERS = "dear editor letters readers your fan club next issue write us thanks favorite page contest winners".split()
 ART = "pin-up gallery portrait special feature".split()
 SHARED = DIALOGUE + AD + COVER + PROSE + CREDITS + LETTERS
 TITLE_WORDS = (
     "Curse Gold Shadow River Doom Canyon Secret Phantom Raiders Midnight Iron Jungle Outlaw Star Fury Silver "
     "Ghost Trail Thunder Island Tomb Mask Wolf Harbor"
 ).split()
-SERIES = "Thrilling Tales|Mystery Comics|Frontier Western|Jungle Action|Space Patrol|Crime Busters|Ghost Stories".split("|")
+SERIES = ["Thrilling Tales", "Mystery Comics", "Frontier Western", "Jungle Action", "Space Patrol", "Crime Busters"]
 
 
 def _words(rng: random.Random, vocab: list[str], count: int, mix: float) -> list[str]:
@@ -114,7 +117,9 @@ def _words(rng: random.Random, vocab: list[str], count: int, mix: float) -> list
     return [rng.choice(SHARED) if rng.random() < mix else rng.choice(vocab) for _ in range(count)]
 
 
-def _sentence(rng: random.Random, vocab: list[str], low: int, high: int, mix: float, names: tuple[str, ...] = ()) -> str:
+def _sentence(
+    rng: random.Random, vocab: list[str], low: int, high: int, mix: float, names: tuple[str, ...] = ()
+) -> str:
     words = _words(rng, vocab, rng.randint(low, high), mix)
     if names and rng.random() < 0.35:
         words.insert(rng.randrange(len(words) + 1), rng.choice(names))
@@ -153,7 +158,9 @@ def _tint(color: RGB, toward: RGB, amount: float) -> RGB:
     return tuple(int(c + (t - c) * amount) for c, t in zip(color, toward))  # type: ignore[return-value]
 
 
-def _text_lines(draw: ImageDraw.ImageDraw, rng: random.Random, box: Box, ink: RGB, pitch: int = 4, thickness: int = 1) -> None:
+def _text_lines(
+    draw: ImageDraw.ImageDraw, rng: random.Random, box: Box, ink: RGB, pitch: int = 4, thickness: int = 1
+) -> None:
     """Dense lines standing for printed text: ragged right edge, an occasional short paragraph end."""
     x0, y0, x1, y1 = box
     y = y0
@@ -188,8 +195,10 @@ def draw_figure(draw: ImageDraw.ImageDraw, rng: random.Random, box: Box, palette
     torso = (cx - torso_w, top + 2 * head, cx + torso_w, top + 2 * head + int(h * 0.35))
     draw.rectangle(torso, fill=rng.choice(palette), outline=ink)
     for side in (-1, 1):
-        draw.line((cx + side * torso_w, torso[1] + 2, cx + side * (torso_w + head * 2), torso[1] + rng.randint(-head, 3 * head)), fill=ink, width=2)
-        draw.line((cx + side * torso_w // 2, torso[3], cx + side * torso_w, min(y1, torso[3] + int(h * 0.3))), fill=ink, width=2)
+        hand = (cx + side * (torso_w + head * 2), torso[1] + rng.randint(-head, 3 * head))
+        draw.line((cx + side * torso_w, torso[1] + 2, *hand), fill=ink, width=2)
+        foot = (cx + side * torso_w, min(y1, torso[3] + int(h * 0.3)))
+        draw.line((cx + side * torso_w // 2, torso[3], *foot), fill=ink, width=2)
 
 
 def _speech_bubble(draw: ImageDraw.ImageDraw, rng: random.Random, box: Box, ink: RGB) -> None:
@@ -210,7 +219,8 @@ def _panel(draw: ImageDraw.ImageDraw, rng: random.Random, box: Box, style: BookS
         draw.rectangle((x0, horizon, x1, y1), fill=_tint(rng.choice(style.palette), style.paper, 0.3))
     for _ in range(rng.randint(1, 2)):
         fx = x0 + rng.randint(0, max(0, (x1 - x0) // 2))
-        draw_figure(draw, rng, (fx, y0 + (y1 - y0) // 4, min(x1, fx + (x1 - x0) // 2 + 4), y1), style.palette, style.ink)
+        figure_box = (fx, y0 + (y1 - y0) // 4, min(x1, fx + (x1 - x0) // 2 + 4), y1)
+        draw_figure(draw, rng, figure_box, style.palette, style.ink)
     for _ in range(bubbles):
         _speech_bubble(draw, rng, box, style.ink)
     draw.rectangle(box, outline=style.ink, width=style.border)
@@ -281,12 +291,14 @@ def _comic_page(ctx: PageContext, splash: bool, rows: tuple[int, int] = (3, 4)) 
     if splash:
         splash_box = (margin, margin, w - margin, margin + int(h * rng.uniform(0.25, 0.38)))
         _panel(draw, rng, splash_box, style, bubbles=0)
-        _block_letters(draw, rng, (splash_box[0] + 6, splash_box[1] + 5, splash_box[2] - 6, splash_box[1] + 24), rng.choice(style.palette), style.ink)
+        letters_box = (splash_box[0] + 6, splash_box[1] + 5, splash_box[2] - 6, splash_box[1] + 24)
+        _block_letters(draw, rng, letters_box, rng.choice(style.palette), style.ink)
         title = ctx.story_title.upper() if ctx.story_title else " ".join(rng.sample(TITLE_WORDS, 2)).upper()
         texts.append(title)
         panels.append({"bbox": _as_xywh(splash_box), "text": title})
         top = splash_box[3] + style.gutter
-    for box in _grid(rng, (margin, top, w - margin, h - margin), rng.randint(*rows) - (1 if splash else 0), style.gutter):
+    grid_rows = rng.randint(*rows) - (1 if splash else 0)
+    for box in _grid(rng, (margin, top, w - margin, h - margin), grid_rows, style.gutter):
         bubbles = rng.choice([0, 1, 1, 2])
         _panel(draw, rng, box, style, bubbles)
         text = " ".join(_bubble_text(rng, ctx.names) for _ in range(bubbles))
@@ -321,18 +333,26 @@ def render_cover(ctx: PageContext) -> tuple[str, list[dict[str, Any]]]:
 
 
 def render_advertisement(ctx: PageContext) -> tuple[str, list[dict[str, Any]]]:
-    """Mostly a catalogue page (headline, products, small print, coupon); sometimes a comic-strip ad."""
+    """Mostly a catalogue page (headline, products, small print, coupon); sometimes a comic-strip ad whose
+    balloons read like a story, or a house ad showing another comic's cover."""
     rng, style, draw = ctx.rng, ctx.style, ctx.draw
     w, h = ctx.size
-    ad_text = " ".join(_words(rng, AD, rng.randint(30, 90), 0.3))
-    if rng.random() < 0.3:
+    kind = rng.random()
+    if kind < 0.1:
+        cover_text, panels = render_cover(ctx)
+        return cover_text + " " + " ".join(_words(rng, AD, rng.randint(4, 12), 0.3)), panels
+    if kind < 0.35:
         draw.rectangle((0, 0, w, h), fill=style.paper)
         draw.rectangle((8, 8, w - 8, 40), fill=rng.choice(style.palette), outline=style.ink)
         _block_letters(draw, rng, (12, 12, w - 12, 36), style.ink, style.ink)
-        boxes = _grid(rng, (8, 46, w - 8, h - 8), rng.randint(4, 5), style.gutter)
-        for box in boxes:
-            _panel(draw, rng, box, style, bubbles=rng.choice([0, 1]))
-        return ad_text, [{"bbox": _as_xywh(box), "text": ""} for box in boxes]
+        panels = []
+        for box in _grid(rng, (8, 46, w - 8, h - 8), rng.randint(4, 5), style.gutter):
+            bubbles = rng.choice([0, 1, 1])
+            _panel(draw, rng, box, style, bubbles)
+            panels.append({"bbox": _as_xywh(box), "text": " ".join(_bubble_text(rng, ()) for _ in range(bubbles))})
+        pitch = " ".join(_words(rng, AD, rng.randint(6, 20), 0.3))
+        return " ".join(panel["text"] for panel in panels if panel["text"]) + " " + pitch, panels
+    ad_text = " ".join(_words(rng, AD, rng.randint(30, 90), 0.3))
     draw.rectangle((0, 0, w, h), fill=(248, 248, 246) if rng.random() < 0.7 else style.paper)
     _block_letters(draw, rng, (10, 8, w - 10, 8 + rng.randint(18, 30)), style.ink, style.ink)
     y = 48
@@ -388,8 +408,9 @@ def render_text(ctx: PageContext) -> tuple[str, list[dict[str, Any]]]:
     if bottom < h - 10:
         draw.rectangle((10, h - 62, w - 10, h - 10), outline=style.ink)
         _text_lines(draw, rng, (16, h - 56, w - 16, h - 16), style.ink, pitch=6)
-    words = _words(rng, LETTERS + PROSE, rng.randint(120, 250), 0.3)
-    return " ".join(words), []
+    # Letters pages read like readers' mail; editorials read like prose, as textstories do.
+    vocab = LETTERS + PROSE if rng.random() < 0.6 else PROSE
+    return " ".join(_words(rng, vocab, rng.randint(120, 250), 0.3)), []
 
 
 def render_credits(ctx: PageContext) -> tuple[str, list[dict[str, Any]]]:
@@ -427,7 +448,8 @@ def render_unlabelled(ctx: PageContext) -> tuple[str, list[dict[str, Any]]]:
         ctx.draw.rectangle((0, 0, w, h), fill=ctx.style.paper)
         for _ in range(rng.randint(0, 3)):
             y = rng.randint(20, h - 20)
-            ctx.draw.line((rng.randint(0, w // 2), y, rng.randint(w // 2, w), y), fill=_tint(ctx.style.ink, ctx.style.paper, 0.7))
+            faint = _tint(ctx.style.ink, ctx.style.paper, 0.7)
+            ctx.draw.line((rng.randint(0, w // 2), y, rng.randint(w // 2, w), y), fill=faint)
         return " ".join(_words(rng, SHARED, rng.randint(0, 12), 1.0)), []
     return rng.choice([render_art, render_text, render_advertisement])(ctx)
 
@@ -654,7 +676,9 @@ def _noise_fields(seed: int, size: tuple[int, int], count: int = 3) -> list[np.n
     return [generator.integers(-5, 6, size=(h, w, 1), dtype=np.int16) for _ in range(count)]
 
 
-def render_page(plan: BookPlan, page: int, style: BookStyle, size: tuple[int, int], noise: list[np.ndarray]) -> tuple[Image.Image, str, list[dict[str, Any]]]:
+def render_page(
+    plan: BookPlan, page: int, style: BookStyle, size: tuple[int, int], noise: list[np.ndarray]
+) -> tuple[Image.Image, str, list[dict[str, Any]]]:
     """Draw one page: ``(image, OCR text, panels)``."""
     rng = random.Random(plan.seed * 100_003 + page)
     image = Image.new("RGB", size, style.paper)
@@ -675,7 +699,7 @@ def _ocr_bytes(plan: BookPlan, page: int, text: str) -> bytes | None:
     elif page in plan.ocr_malformed_pages:
         # Two kinds seen in the wild: a cut-off file, and a sidecar from another OCR tool.
         if page % 2:
-            return json.dumps({"OCRResult": text})[: 20].encode("utf-8")
+            return json.dumps({"OCRResult": text})[:20].encode("utf-8")
         return json.dumps({"text": text}).encode("utf-8")
     return json.dumps({"OCRResult": text}).encode("utf-8")
 
