@@ -2,7 +2,8 @@
 
 ``${oc.env:PSS_ROOT,data/01_raw/comic_books}`` reads a string; ``${env_bool:PSS_FP16,1}``,
 ``${env_int:PSS_PRECOMP_BATCH,32}`` and ``${env_float:PSS_DROPOUT,0.4}`` also parse and reject malformed values with
-a message that names the variable, so ``PSS_FP16=maybe`` fails before anything runs.
+a message that names the variable, so ``PSS_FP16=maybe`` fails before anything runs. ``${abspath:mlflow.db}``
+pins a project-relative path to the directory the run started in.
 """
 from __future__ import annotations
 
@@ -50,7 +51,13 @@ def _typed(kind: type, label: str) -> Callable[[str, Any], Any]:
 env_int = _typed(int, "an integer")
 env_float = _typed(float, "a number")
 
+def abspath(path: str) -> str:
+    """``path`` made absolute against the working directory (Kedro runs from the project root)."""
+    return os.path.abspath(path)
+
+
 CONFIG_RESOLVERS: dict[str, Callable[..., Any]] = {
+    "abspath": abspath,
     "oc.env": oc.env,
     "env_bool": env_bool,
     "env_int": env_int,

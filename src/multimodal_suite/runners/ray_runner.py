@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import ray
+from kedro.framework.hooks.manager import _NullPluginManager
 from kedro.io import MemoryDataset
 from kedro.runner import AbstractRunner
 from more_itertools import interleave
@@ -255,9 +256,11 @@ class RayRunner(AbstractRunner):
             RuntimeError: A node asks for resources the cluster does not have.
             Exception: The first failing node's own exception, with a note naming the node.
         """
+        if not pipeline.nodes:  # e.g. --only-missing-outputs with everything present: no need for Ray
+            return
         with self._ray_session():
             self._check_resources(pipeline)
-            _PipelineRun(self, pipeline, catalog, hook_manager, run_id).execute()
+            _PipelineRun(self, pipeline, catalog, hook_manager or _NullPluginManager(), run_id).execute()
 
 
 class _PipelineRun:
@@ -282,7 +285,7 @@ class _PipelineRun:
         self.dependencies = pipeline.node_dependencies
         self.todo = list(pipeline.nodes)  # topological order
         self.done: set[Node] = set()
-        self.running: dict[Any, _Running] = {}  # waitable (first output ref or stream) -> node
+        self.running: dict[Any, _Running] = {}  # waitable (status ref or stream) -> node
         self.refs: dict[str, ray.ObjectRef] = {}  # in-memory datasets kept in the object store
         self.failure: BaseException | None = None
         free_outputs = pipeline.outputs()

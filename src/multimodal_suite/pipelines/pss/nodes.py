@@ -315,7 +315,7 @@ def _pad_batch(items: list[tuple[torch.Tensor, np.ndarray]]) -> tuple[torch.Tens
     for row, (book_features, book_labels) in enumerate(items):
         n = book_features.shape[0]
         features[row, :n] = book_features
-        labels[row, :n] = torch.from_numpy(book_labels)
+        labels[row, :n] = torch.as_tensor(np.array(book_labels, dtype=np.int64))
         mask[row, :n] = False
     return features, labels, mask
 
@@ -365,7 +365,7 @@ def _loss_on(model, books, sequences, labels, loss_fn, window) -> float:
     with torch.inference_mode():
         for book in books:
             features, book_labels = sequences[book]["features"][:window], labels[book][:window]
-            target = torch.from_numpy(book_labels)
+            target = torch.as_tensor(np.array(book_labels, dtype=np.int64))
             valid = int((target != IGNORE_LABEL).sum())
             if valid:
                 total += float(loss_fn(model.forward_sequence(features), target)) * valid
@@ -438,7 +438,7 @@ def train_bookbert(
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
             scheduler.step()
-            epoch_loss += float(loss)
+            epoch_loss += loss.item()
             batches += 1
         model.cpu()
         val_loss = _loss_on(model, val_books, pss_book_sequences, labels, loss_fn.cpu(), window)
@@ -552,13 +552,14 @@ def classify_books(
     logger.info("Classified %d pages of %d books in %.2f s (%.3f ms/page)", len(table), len(probabilities), elapsed,
                 1000 * elapsed / max(len(table), 1))
     per_book: dict[str, Any] = {}
-    for book_id, frame in table.groupby("book_id", sort=True):
+    for book_id, proba in probabilities.items():
+        page_indices = pss_book_sequences[book_id]["page_index"]
         per_book[str(book_id)] = {
-            "num_pages": int(len(frame)),
+            "num_pages": int(len(page_indices)),
             "pages": [
-                {"page_index": int(row.page_index), "label": row.label_name,
-                 "probabilities": {name: round(float(getattr(row, f"prob_{name}")), 5) for name in CLASS_NAMES}}
-                for row in frame.itertuples(index=False)
+                {"page_index": int(page), "label": CLASS_NAMES[int(row.argmax())],
+                 "probabilities": dict(zip(CLASS_NAMES, np.round(row.astype(float), 5).tolist()))}
+                for page, row in zip(page_indices, proba)
             ],
         }
     return table, per_book
