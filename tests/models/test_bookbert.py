@@ -101,3 +101,14 @@ def test_config_round_trip_and_validation():
         BookBERTConfig.from_dict({**config.to_dict(), "hidden": 3})
     with pytest.raises(ValueError, match="positional"):
         BookBERTConfig(text_dim=3, visual_dim=5, positional="rotary")
+
+
+def test_batched_classification_of_many_books_equals_one_by_one():
+    from multimodal_suite.models.bookbert import classify_sequences
+
+    model = tiny_model(max_positions=16)
+    books = [torch.randn(n, 8) for n in (5, 16, 3, 30, 9, 1)]
+    batched = classify_sequences(model, books, window=16, stride=8, max_batch_pages=20)
+    for book, logits in zip(books, batched):
+        torch.testing.assert_close(logits, classify_sequence(model, book, window=16, stride=8), atol=1e-5, rtol=1e-5)
+    assert classify_sequences(model, [torch.zeros(0, 8)])[0].shape == (0, 9)

@@ -45,13 +45,24 @@ def image_features(loaded: LoadedModel, pixel_values: torch.Tensor) -> torch.Ten
     raise ValueError(f"{family!r} is not an image encoder family")
 
 
-def _prepare(load: Callable[[], bytes], size: int) -> np.ndarray | str:
+def prepare_image(load: Callable[[], bytes], size: int) -> np.ndarray | str:
+    """Read, decode and resize one image → uint8 [size, size, 3], or the reason it cannot be used (a string)."""
     try:
         return resize_for_model(decode_image(load()), size)
     except ImageDecodeError as error:
         return str(error)
     except OSError as error:  # the file vanished or is unreadable
         return f"unreadable: {error}"
+
+
+def embed_prepared(
+    loaded: LoadedModel, images: Sequence[np.ndarray], device: torch.device, dtype: torch.dtype | None
+) -> np.ndarray:
+    """Embed images from :func:`prepare_image` with a model already on ``device`` → float32 [len(images), D]."""
+    pixels = to_pixel_values(images, loaded.image_mean, loaded.image_std)
+    with torch.inference_mode(), autocast_context(device, dtype):
+        features = image_features(loaded, pixels.to(device))
+    return features.float().cpu().numpy()
 
 
 def encode_images(
@@ -98,7 +109,8 @@ def encode_images(
         def prefetch(upto: int) -> None:
             nonlocal next_to_submit
             while next_to_submit < min(upto, len(loaders)):
-                futures[next_to_submit] = pool.submit(_prepare, loaders[next_to_submit], loaded.image_size)
+                futures[next_to_submit] = pool.submit(prepare_image, loaders[next_to_submit],
+                                                       loaded.image_size)
                 next_to_submit += 1
 
         def run_batch(batch: Sequence[int]) -> list[np.ndarray | None]:
@@ -107,10 +119,7 @@ def encode_images(
             good = [j for j, item in enumerate(prepared) if not isinstance(item, str)]
             results: list[np.ndarray | None] = [None] * len(batch)
             if good:
-                pixels = to_pixel_values([prepared[j] for j in good], loaded.image_mean, loaded.image_std)
-                with torch.inference_mode(), autocast_context(torch_device, dtype):
-                    features = image_features(loaded, pixels.to(torch_device))
-                features = features.float().cpu().numpy()
+                features = embed_prepared(loaded, [prepared[j] for j in good], torch_device, dtype)
                 for row, j in enumerate(good):
                     results[j] = features[row]
             for j, item in enumerate(prepared):

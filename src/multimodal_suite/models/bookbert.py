@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -86,6 +87,38 @@ def build_page_features(text: np.ndarray | torch.Tensor, visual: np.ndarray | to
     return torch.cat([text_t, visual_t], dim=-1)
 
 
+class EncoderLayer(nn.Module):
+    """Pre-norm transformer layer: self-attention (``scaled_dot_product_attention``) then a GELU feed-forward.
+
+    Written out rather than ``nn.TransformerEncoderLayer`` because that layer's padding-mask path runs ~2.5x slower
+    on CPU than the same maths through SDPA with a boolean mask, and batched padded books are the common case.
+    """
+
+    def __init__(self, width: int, num_heads: int, ff_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.attention_norm = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.attention_out = nn.Linear(width, width)
+        self.ff_norm = nn.LayerNorm(width)
+        self.ff_in = nn.Linear(width, ff_dim)
+        self.ff_out = nn.Linear(ff_dim, width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, hidden: torch.Tensor, attend: torch.Tensor | None) -> torch.Tensor:
+        """[B, L, H] → [B, L, H]; ``attend`` is a [B, 1, 1, L] bool mask, True for keys that may be attended."""
+        batch, length, width = hidden.shape
+        qkv = self.qkv(self.attention_norm(hidden))  # [B, L, 3H]
+        q, k, v = qkv.view(batch, length, 3, self.num_heads, width // self.num_heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attend,
+                                                  dropout_p=self.dropout if self.training else 0.0)
+        attended = attended.transpose(1, 2).reshape(batch, length, width)  # [B, L, H]
+        hidden = hidden + self.drop(self.attention_out(attended))
+        feed = self.ff_out(self.drop(F.gelu(self.ff_in(self.ff_norm(hidden)))))
+        return hidden + self.drop(feed)
+
+
 class BookBERTMultimodal2(nn.Module):
     """Page classifier over a book: projection → positions → transformer encoder → per-page logits."""
 
@@ -100,16 +133,10 @@ class BookBERTMultimodal2(nn.Module):
         self.position_embeddings = (
             nn.Embedding(config.max_positions, config.bert_input) if config.positional == "absolute" else None
         )
-        layer = nn.TransformerEncoderLayer(
-            d_model=config.bert_input,
-            nhead=config.num_heads,
-            dim_feedforward=config.ff_dim,
-            dropout=config.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
+        self.layers = nn.ModuleList(
+            EncoderLayer(config.bert_input, config.num_heads, config.ff_dim, config.dropout)
+            for _ in range(config.num_layers)
         )
-        self.encoder = nn.TransformerEncoder(layer, num_layers=config.num_layers, enable_nested_tensor=False)
         self.final_norm = nn.LayerNorm(config.bert_input)
         if config.head_hidden_dim > 0:
             self.classifier = nn.Sequential(
@@ -140,7 +167,9 @@ class BookBERTMultimodal2(nn.Module):
         if self.position_embeddings is not None:
             positions = torch.arange(length, device=features.device)
             hidden = hidden + self.position_embeddings(positions)[None]
-        hidden = self.encoder(hidden, src_key_padding_mask=padding_mask)  # [B, L, H]
+        attend = None if padding_mask is None else ~padding_mask[:, None, None, :]  # [B, 1, 1, L]
+        for layer in self.layers:
+            hidden = layer(hidden, attend)  # [B, L, H]
         return self.classifier(self.final_norm(hidden))  # [B, L, C]
 
     def forward_sequence(self, features: torch.Tensor) -> torch.Tensor:
@@ -197,3 +226,51 @@ def classify_sequence(
             totals[start : start + window] += window_logits
             counts[start : start + window] += 1
     return totals / counts
+
+
+@torch.inference_mode()
+def classify_sequences(
+    model: BookBERTMultimodal2,
+    books: list[torch.Tensor],
+    *,
+    window: int | None = None,
+    stride: int | None = None,
+    batch_windows: int = 16,
+    max_batch_pages: int = 4096,
+) -> list[torch.Tensor]:
+    """Logits of many books: each [L_i, D] → [L_i, C], the same values as :func:`classify_sequence` per book.
+
+    Books that fit in one window are sorted by length and run as padded, masked batches of up to
+    ``max_batch_pages`` positions, so the matmuls are large enough to keep the CPU/GPU busy; longer books go
+    through :func:`classify_sequence`'s overlapping windows.
+    """
+    window = min(window or model.config.max_positions, model.config.max_positions)
+    results: list[torch.Tensor | None] = [None] * len(books)
+    short = sorted((i for i, b in enumerate(books) if 0 < b.shape[0] <= window), key=lambda i: books[i].shape[0])
+    batch: list[int] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        length = books[batch[-1]].shape[0]  # sorted ascending: the last is the longest
+        features = books[batch[0]].new_zeros((len(batch), length, books[batch[0]].shape[1]))
+        mask = torch.ones((len(batch), length), dtype=torch.bool, device=features.device)
+        for row, index in enumerate(batch):
+            n = books[index].shape[0]
+            features[row, :n] = books[index]
+            mask[row, :n] = False
+        logits = model(features, padding_mask=mask if bool(mask.any()) else None)
+        for row, index in enumerate(batch):
+            results[index] = logits[row, : books[index].shape[0]]
+        batch.clear()
+
+    for index in short:
+        if batch and (len(batch) + 1) * books[index].shape[0] > max_batch_pages:
+            flush()
+        batch.append(index)
+    flush()
+    for index, features in enumerate(books):
+        if results[index] is None:
+            results[index] = classify_sequence(model, features, window=window, stride=stride,
+                                               batch_windows=batch_windows)
+    return results  # type: ignore[return-value]

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from multimodal_suite.common.annotations import CLASS_NAMES, IGNORE_LABEL, NUM_CLASSES, labels_table
 from multimodal_suite.common.books import ComicBook
-from multimodal_suite.common.device import pick_device
+from multimodal_suite.common.device import autocast_context, autocast_dtype, pick_device
 from multimodal_suite.common.embeddings import EmbeddingTable
 from multimodal_suite.common.encoding import encode_images, encode_texts
 from multimodal_suite.common.hashing import content_key
@@ -28,7 +28,7 @@ from multimodal_suite.models.bookbert import (
     BookBERTConfig,
     BookBERTMultimodal2,
     build_page_features,
-    classify_sequence,
+    classify_sequences,
 )
 
 from .metrics import book_strip_figure, confusion_matrix_figure, evaluate_books
@@ -135,6 +135,11 @@ def embed_page_images(
 
     An undecodable image still gets a row (zero vector, ``decode_error`` set) so page indices never shift and the
     rejects report can name it. A rerun computes only new keys; killing the run loses only the part in flight.
+
+    ``engine`` picks where the model runs: ``in_process`` (default: this process, decode threads ahead of the
+    model) or ``ray_data`` (a Ray Data actor pool of ``ray.num_replicas`` model replicas, each asking for
+    ``ray.num_gpus_per_replica`` GPUs and ``ray.num_cpus_per_replica`` CPUs, on the cluster at ``ray.address`` /
+    ``RAY_ADDRESS`` or a local Ray). Both give the same rows and failures.
     """
     todo = _pending(pss_page_index, "image_key", page_image_embeddings_cache)
     reused = pss_page_index["image_key"].nunique() - len(todo)
@@ -142,26 +147,56 @@ def embed_page_images(
         logger.info("Page images: all %d keys cached, nothing to compute", reused)
         yield EmbeddingTable.empty(page_image_embeddings_cache.dim or 0)
         return
-    loaded = load_model(params["image_model"])
-    _check_dim("image", loaded.output_dim, params.get("expected_visual_dim"))
-    started, failed = time.perf_counter(), 0
-    bar = tqdm(total=len(todo), desc="embed page images", unit="page")
-    for chunk in _chunks(todo, int(params.get("part_size", 512))):
-        pages = [comic_books[b].page(p) for b, p in zip(chunk["book_id"], chunk["page_index"])]
-        result = encode_images(
-            loaded,
-            [page.read_image_bytes for page in pages],
-            batch_size=int(params.get("batch_size", 32)),
-            device=params.get("device", "auto"),
-            mixed_precision=bool(params.get("mixed_precision", True)),
-            num_workers=int(params.get("decode_workers", 2)),
-            progress=None,
+    engine = params.get("engine", "in_process")
+    if engine not in ("in_process", "ray_data"):
+        raise ValueError(f"pss.precompute.engine must be 'in_process' or 'ray_data', got {engine!r}")
+    batch_size = int(params.get("batch_size", 32))
+    device = params.get("device", "auto")
+    mixed_precision = bool(params.get("mixed_precision", True))
+    decode_workers = int(params.get("decode_workers", 2))
+    chunks = list(_chunks(todo, int(params.get("part_size", 512))))
+
+    def loaders_of(chunk: pd.DataFrame) -> list:
+        return [comic_books[b].page(p).read_image_bytes for b, p in zip(chunk["book_id"], chunk["page_index"])]
+
+    if engine == "ray_data":
+        # Imported here: only this engine needs Ray (and Ray Data), which the other engines need not load.
+        from multimodal_suite.common.ray_encoding import iter_encode_images_ray
+
+        ray_params = params.get("ray") or {}
+        spec_hash = ModelSpec.parse(params["image_model"]).spec_hash
+        # One actor pool for all pages (each replica loads the model once); parts come back in order.
+        results = iter_encode_images_ray(
+            params["image_model"],
+            [load for chunk in chunks for load in loaders_of(chunk)],
+            part_size=len(chunks[0]),
+            batch_size=batch_size,
+            num_replicas=int(ray_params.get("num_replicas", 1)),
+            num_gpus_per_replica=float(ray_params.get("num_gpus_per_replica", 0)),
+            num_cpus_per_replica=float(ray_params.get("num_cpus_per_replica", 1)),
+            decode_workers=decode_workers,
+            mixed_precision=mixed_precision,
+            device=device,
+            address=ray_params.get("address"),
         )
+    else:
+        loaded = load_model(params["image_model"])
+        _check_dim("image", loaded.output_dim, params.get("expected_visual_dim"))
+        spec_hash = loaded.spec_hash
+        results = (
+            encode_images(loaded, loaders_of(chunk), batch_size=batch_size, device=device,
+                          mixed_precision=mixed_precision, num_workers=decode_workers, progress=None)
+            for chunk in chunks
+        )
+    started, failed = time.perf_counter(), 0  # the Ray engine starts (Ray, replicas) on the first part asked for
+    bar = tqdm(total=len(todo), desc="embed page images", unit="page")
+    for result, chunk in zip(results, chunks):  # results first: the Ray engine shuts down once it is exhausted
+        _check_dim("image", result.embeddings.shape[1], params.get("expected_visual_dim"))
         failed += len(result.failures)
         rows = chunk[["image_key", "book_id", "page_index"]].rename(columns={"image_key": "key"}).reset_index(drop=True)
         rows["decode_error"] = [result.failures.get(i, "") for i in range(len(rows))]
         bar.update(len(chunk))
-        yield EmbeddingTable(result.embeddings, rows, model_spec_hash=loaded.spec_hash)
+        yield EmbeddingTable(result.embeddings, rows, model_spec_hash=spec_hash)
     bar.close()
     elapsed = time.perf_counter() - started
     logger.info("Page images: %d computed (%.1f pages/s), %d reused, %d undecodable (zero vector, flagged)",
@@ -343,13 +378,16 @@ def predict_books(
     model: BookBERTMultimodal2, sequences: Mapping[str, dict], book_ids: list[str], params: Mapping[str, Any]
 ) -> dict[str, np.ndarray]:
     """Class probabilities [L, C] per book, whole books as context (windows only past the position limit)."""
-    model.eval()
-    probabilities = {}
-    for book_id in book_ids:
-        logits = classify_sequence(model, sequences[book_id]["features"], window=params.get("window"),
-                                   stride=params.get("stride"), batch_windows=int(params.get("batch_windows", 16)))
-        probabilities[book_id] = torch.softmax(logits.float(), dim=-1).numpy()
-    return probabilities
+    device = pick_device(params.get("device", "auto"))
+    model.eval().to(device)
+    with autocast_context(device, autocast_dtype(device, bool(params.get("mixed_precision", False)))):
+        all_logits = classify_sequences(
+            model, [sequences[book_id]["features"].to(device) for book_id in book_ids], window=params.get("window"),
+            stride=params.get("stride"), batch_windows=int(params.get("batch_windows", 16)),
+            max_batch_pages=int(params.get("max_batch_pages", 4096)))
+    model.cpu()
+    return {book_id: torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            for book_id, logits in zip(book_ids, all_logits)}
 
 
 def _macro_f1(labels: Mapping[str, np.ndarray], probabilities: Mapping[str, np.ndarray]) -> float:

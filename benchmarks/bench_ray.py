@@ -1,0 +1,217 @@
+"""Ray against in-process execution, measured side by side in one run on this machine.
+
+1. Image embedding: ``encode_images`` (in-process, decode threads ahead of the model) against
+   ``encode_images_ray`` (Ray Data actor pool) at the same batch size, on demo page images (200×300 JPEGs drawn
+   by the demo_data pipeline) read from disk, with the demo SigLIP spec from ``conf/demo/parameters_pss.yml``.
+   "images/s" is end to end as a node sees it: model load (in-process) or replica start-up (Ray Data) included;
+   "marginal/s" is the steady rate once those fixed costs are paid. A local Ray is started once beforehand and
+   its start-up is reported on its own line.
+2. Pipeline: ``kedro run --env demo --pipeline pss`` under ``SequentialRunner`` and ``RayRunner`` (and with
+   ``pss.precompute.engine: ray_data``), in a scratch copy of the project. ``demo_data`` runs once; before each
+   timed run both embedding shard directories are deleted, so every run computes all embeddings (no cache).
+
+Usage::
+
+    python benchmarks/bench_ray.py                 # 800 images, then the pipeline runs (a few minutes)
+    python benchmarks/bench_ray.py --images 800 --skip-pipeline
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+import yaml
+
+from multimodal_suite.common.books import PageRef
+from multimodal_suite.common.encoding import encode_images
+from multimodal_suite.common.models import load_model
+from multimodal_suite.common.ray_encoding import default_object_store_bytes, encode_images_ray
+from multimodal_suite.pipelines.demo_data.nodes import generate_comic_books
+
+PROJECT = Path(__file__).resolve().parents[1]
+PAGES_PER_BOOK = (20, 40)
+
+
+def machine() -> str:
+    total_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"{platform.processor() or platform.machine()}, cpu_count={os.cpu_count()}, ram_gib={total_gib:.0f}, "
+            f"gpu={gpu}, torch {torch.__version__} threads={torch.get_num_threads()}, ray {ray.__version__}, "
+            f"python {platform.python_version()}")
+
+
+@ray.remote(num_cpus=1)
+def _task_torch_threads() -> int:
+    import torch as task_torch
+
+    return task_torch.get_num_threads()
+
+
+def demo_spec() -> tuple[dict, int, int]:
+    """The demo image model spec, batch size and decode workers as the demo environment resolves them."""
+    demo = yaml.safe_load((PROJECT / "conf/demo/parameters_pss.yml").read_text())["pss"]["precompute"]
+    return demo["image_model"], int(demo.get("batch_size", 32)), int(demo.get("decode_workers", 2))
+
+
+def write_pages(count: int, root: Path) -> list[PageRef]:
+    """``count`` demo page images written as book folders under ``root`` (no broken inputs)."""
+    num_books = math.ceil(count / PAGES_PER_BOOK[0]) + 1
+    files, _ = generate_comic_books({"seed": 3, "num_books": num_books, "min_pages": PAGES_PER_BOOK[0],
+                                     "max_pages": PAGES_PER_BOOK[1], "long_book_pages": 0, "unpadded_books": 0,
+                                     "bad_inputs": False})
+    pages = []
+    for name in sorted(name for name in files if name.endswith(".jpg"))[:count]:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(files[name])
+        book_id, stem = name[:-4].split("/")
+        pages.append(PageRef(book_id, int(stem), str(path)))
+    return pages
+
+
+def _timed(run, loaders) -> tuple[float, np.ndarray]:
+    started = time.perf_counter()
+    embeddings = run(loaders)
+    return time.perf_counter() - started, embeddings
+
+
+def bench_encoding(num_images: int, mixed_precision: bool) -> list[tuple[str, float, str]]:
+    """End-to-end and marginal images/s of each engine; marginal = (N - n) / (t(N) - t(n)) with n one batch per
+    replica, which takes out fixed costs (model load, replica start-up) and leaves the steady rate."""
+    spec, batch_size, decode_workers = demo_spec()
+    cpus = os.cpu_count() or 1
+    common = {"batch_size": batch_size, "decode_workers": decode_workers, "mixed_precision": mixed_precision,
+              "device": "cpu"}
+    engines = [(f"in-process ({torch.get_num_threads()} torch threads, {decode_workers} decode threads)", 1,
+                lambda loaders: encode_images(load_model(spec), loaders, batch_size=batch_size, device="cpu",
+                                              mixed_precision=mixed_precision, num_workers=decode_workers,
+                                              progress=None).embeddings)]
+    for replicas, cpus_each in ([(1, float(cpus)), (cpus, 1.0)] if cpus > 1 else [(1, 1.0)]):
+        engines.append((f"Ray Data {replicas} replica(s) x {cpus_each:g} CPU", replicas,
+                        lambda loaders, r=replicas, c=cpus_each: encode_images_ray(
+                            spec, loaders, num_replicas=r, num_cpus_per_replica=c, **common).embeddings))
+    rows: list[tuple[str, float, float, str]] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        pages = write_pages(num_images, Path(scratch))
+        loaders = [page.read_image_bytes for page in pages]
+        print(f"\n[1] image embedding: {len(loaders)} demo pages (200x300 JPEG, on disk), batch_size={batch_size}, "
+              f"mixed_precision={mixed_precision}, model: {spec['family']} {spec['config']}")
+        # Imports and first-call set-up of the driver process are not part of either engine.
+        engines[0][2](loaders[:batch_size])
+
+        started = time.perf_counter()
+        ray.init(address="local", num_cpus=cpus, object_store_memory=default_object_store_bytes(),
+                 include_dashboard=False, log_to_driver=False)
+        ray_start_s = time.perf_counter() - started
+        task_threads = ray.get(_task_torch_threads.remote())
+        reference = None
+        try:
+            for name, replicas, run in engines:
+                small = loaders[: batch_size * replicas]
+                small_s, _ = _timed(run, small)
+                full_s, embeddings = _timed(run, loaders)
+                reference = embeddings if reference is None else reference
+                max_diff = float(np.abs(embeddings - reference).max())
+                marginal = (len(loaders) - len(small)) / max(full_s - small_s, 1e-9)
+                rows.append((name, len(loaders) / full_s, marginal,
+                             f"fixed cost ~{max(small_s - len(small) / marginal, 0):.1f} s, "
+                             f"max |diff| vs in-process {max_diff:.1e}"))
+        finally:
+            ray.shutdown()
+    print(f"local Ray start-up (once, in none of the rates below): {ray_start_s:.1f} s; "
+          f"torch threads in a Ray task with num_cpus=1: {task_threads}")
+    base_total, base_marginal = rows[0][1], rows[0][2]
+    print(f"{'engine':<52} {'images/s':>9} {'ratio':>6} {'marginal/s':>11} {'ratio':>6}")
+    for name, total, marginal, note in rows:
+        print(f"{name:<52} {total:>9.1f} {total / base_total:>5.2f}x {marginal:>11.1f} "
+              f"{marginal / base_marginal:>5.2f}x  {note}")
+    return [(f"embed {len(loaders)} images: {name}", len(loaders) / total, "") for name, total, _, _ in rows]
+
+
+def scratch_project(root: Path) -> Path:
+    """A copy of the project's code and configuration with empty data folders and no tracking store."""
+    skip = {".venv", ".git", "mlruns", "mlartifacts", "mlflow.db", "__pycache__", ".ipynb_checkpoints", "benchmarks"}
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        ignored = {name for name in names if name in skip}
+        if Path(directory).resolve().is_relative_to(PROJECT / "data"):
+            ignored |= {name for name in names if (Path(directory) / name).is_file() and name != ".gitkeep"}
+        return ignored
+
+    target = root / "project"
+    shutil.copytree(PROJECT, target, ignore=ignore)
+    (target / "conf" / "local").mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def bench_pipeline() -> list[tuple[str, float, str]]:
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+    from kedro.runner import SequentialRunner
+
+    from multimodal_suite.runners import RayRunner
+
+    cpus = os.cpu_count() or 1
+    ray_engine = {"pss": {"precompute": {"engine": "ray_data",
+                                         "ray": {"num_replicas": cpus, "num_cpus_per_replica": 1}}}}
+    variants = [
+        ("SequentialRunner, engine in_process", SequentialRunner, {}),
+        ("RayRunner(num_gpus=0), engine in_process", lambda: RayRunner(num_gpus=0), {}),
+        (f"SequentialRunner, engine ray_data ({cpus} replicas x 1 CPU)", SequentialRunner, ray_engine),
+        (f"RayRunner(num_gpus=0), engine ray_data ({cpus} replicas x 1 CPU)", lambda: RayRunner(num_gpus=0),
+         ray_engine),
+    ]
+    rows: list[tuple[str, float, str]] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        project = scratch_project(Path(scratch))
+        bootstrap_project(project)
+        started = time.perf_counter()
+        with KedroSession.create(project_path=project, env="demo") as session:
+            session.run(pipeline_names=["demo_data"])
+        demo_data_s = time.perf_counter() - started
+        pages = sum(1 for _ in (project / "data/01_raw/comic_books").rglob("*.jpg"))
+        print(f"\n[2] kedro pipeline 'pss', env demo, scratch copy of the project; demo_data once ({demo_data_s:.0f} s, "
+              f"{pages} page images); embedding shards deleted before every run (all embeddings computed)")
+        for name, make_runner, runtime_params in variants:
+            for shards in (project / "data/04_feature/pss").glob("page_*_embeddings"):
+                shutil.rmtree(shards)
+            started = time.perf_counter()
+            with KedroSession.create(project_path=project, env="demo", runtime_params=runtime_params) as session:
+                session.run(pipeline_names=["pss"], runner=make_runner())
+            rows.append((name, time.perf_counter() - started, ""))
+            print(f"  {name}: {rows[-1][1]:.1f} s", flush=True)
+    base = rows[0][1]
+    print(f"{'runner and engine':<62} {'wall s':>8} {'vs Sequential':>14}")
+    for name, seconds, _ in rows:
+        print(f"{name:<62} {seconds:>8.1f} {base / seconds:>13.2f}x")
+    return [(f"pipeline pss: {name}", seconds, "") for name, seconds, _ in rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=800, help="page images to embed in part 1")
+    parser.add_argument("--no-mixed-precision", action="store_true", help="fp32 instead of bf16 autocast")
+    parser.add_argument("--skip-pipeline", action="store_true", help="only part 1")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    print(f"machine: {machine()}")
+    summary = bench_encoding(args.images, mixed_precision=not args.no_mixed_precision)
+    if not args.skip_pipeline:
+        summary += bench_pipeline()
+    print("\nsummary (wall seconds, lower is better)")
+    for name, seconds, _ in summary:
+        print(f"  {name:<100} {seconds:>7.1f}")
+
+
+if __name__ == "__main__":
+    main()

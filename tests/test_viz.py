@@ -1,0 +1,186 @@
+"""kedro-viz on the project: the static site of ``kedro viz build`` and the server of ``kedro viz run``.
+
+Both run as the CLI does, in a scratch copy of the project's configuration (data, .viz and build stay there).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from multimodal_suite.pipeline_registry import register_pipelines
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ["raw", "intermediate", "primary", "feature", "model_input", "models", "model_output", "reporting"]
+BUILD_TIMEOUT_S = 120
+SERVER_START_TIMEOUT_S = 60
+
+
+def scratch_project(root: Path) -> Path:
+    """pyproject, telemetry consent and conf copied to ``root``, with an empty src (the package is installed)."""
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    (root / "src").mkdir()
+    return root
+
+
+def kedro_env() -> dict[str, str]:
+    """The environment of a user's shell, without the PSS_* overrides that would point at real data."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PSS_")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def catalog_layers() -> dict[str, str]:
+    """``dataset name -> kedro-viz layer`` as written in conf/base/catalog*.yml (patterns left out)."""
+    layers: dict[str, str] = {}
+    for path in sorted((PROJECT_ROOT / "conf" / "base").glob("catalog*.yml")):
+        for name, entry in (yaml.safe_load(path.read_text()) or {}).items():
+            if "{" not in name and isinstance(entry, dict):
+                layers[name] = ((entry.get("metadata") or {}).get("kedro-viz") or {}).get("layer")
+    return layers
+
+
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory) -> Path:
+    """``kedro viz build --include-previews`` run once; the ``build`` folder it writes."""
+    project = scratch_project(tmp_path_factory.mktemp("viz_build"))
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", "viz", "build", "--include-previews"],
+        cwd=project, env=kedro_env(), capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
+    )
+    site = project / "build"
+    assert result.returncode == 0 and (site / "api" / "main").is_file(), result.stdout[-3000:] + result.stderr[-3000:]
+    return site
+
+
+def read_api(site: Path, *parts: str) -> dict:
+    return json.loads(site.joinpath("api", *parts).read_text())
+
+
+def test_every_catalog_entry_has_a_layer() -> None:
+    layers = catalog_layers()
+    assert layers
+    assert {name: layer for name, layer in layers.items() if layer not in LAYERS} == {}
+
+
+def test_build_has_every_pipeline_with_readable_names(built_site: Path) -> None:
+    assert (built_site / "index.html").is_file()
+    pipelines = register_pipelines()
+    main = read_api(built_site, "main")
+    assert {pipeline["id"] for pipeline in main["pipelines"]} == set(pipelines)
+    assert main["selected_pipeline"] == "__default__"
+    for pipeline_id, pipeline in pipelines.items():
+        graph = read_api(built_site, "pipelines", pipeline_id)
+        tasks = {node["name"] for node in graph["nodes"] if node["type"] == "task"}
+        assert tasks == {node.name for node in pipeline.nodes}, pipeline_id
+        datasets = {node["name"] for node in graph["nodes"] if node["type"] == "data"}
+        assert datasets == pipeline.datasets() - {name for name in pipeline.datasets() if name.startswith("params:")}
+        # tags of the Kedro nodes are offered as filters
+        assert {tag for node in pipeline.nodes for tag in node.tags} <= {tag["id"] for tag in graph["tags"]}
+
+
+def test_build_shows_the_catalog_layers(built_site: Path) -> None:
+    main = read_api(built_site, "main")
+    expected = catalog_layers()
+    data_nodes = {node["name"]: node for node in main["nodes"] if node["type"] == "data"}
+    assert data_nodes
+    assert {name: node["layer"] for name, node in data_nodes.items()} == {name: expected[name] for name in data_nodes}
+    # layers are listed bottom to top, as the project orders them
+    assert main["layers"] == [layer for layer in LAYERS if layer in main["layers"]]
+    assert {"raw", "feature", "models", "model_output", "reporting"} <= set(main["layers"])
+
+
+def test_build_has_the_custom_dataset_previews(built_site: Path) -> None:
+    ids = {node["name"]: node["id"] for node in read_api(built_site, "main")["nodes"]}
+    books = read_api(built_site, "nodes", ids["comic_books"])
+    assert books["preview_type"] == "ImagePreview" and books["preview"]
+    shards = read_api(built_site, "nodes", ids["page_image_embeddings"])
+    assert shards["preview_type"] == "TablePreview"
+    assert {"columns", "data", "count", "dim"} <= set(shards["preview"])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def get_json(url: str) -> dict | None:
+    """The JSON at ``url``, or None while the server is not answering yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+        return None
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the whole process group (the server runs in a child process), SIGKILL if it lingers."""
+    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        # the main process is gone; give its children the same grace before the next signal
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
+def test_viz_run_serves_on_localhost_and_stops_with_its_process_group(tmp_path: Path) -> None:
+    project = scratch_project(tmp_path)
+    port = free_port()
+    log_path = tmp_path / "viz.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kedro", "viz", "run", "--host", "127.0.0.1", "--port", str(port), "--no-browser"],
+            cwd=project, env=kedro_env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: killing only the CLI leaves the server child behind
+        )
+    try:
+        main = None
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while main is None and time.monotonic() < deadline and process.poll() is None:
+            main = get_json(f"http://127.0.0.1:{port}/api/main")
+            if main is None:
+                time.sleep(0.5)
+        assert main is not None, f"no answer on 127.0.0.1:{port}:\n{log_path.read_text(errors='replace')[-3000:]}"
+        assert {pipeline["id"] for pipeline in main["pipelines"]} == set(register_pipelines())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+            assert b"<html" in response.read().lower()
+    finally:
+        stop_group(process)
+    deadline = time.monotonic() + 15
+    while port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not port_open(port)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)
