@@ -71,9 +71,8 @@ def test_notebooks_are_saved_without_outputs() -> None:
 def run_notebook(project: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> nbformat.NotebookNode:
     """Execute ``notebooks/<name>`` of ``project`` as Jupyter would: a python3 kernel started in its folder."""
     monkeypatch.setenv("KEDRO_ENV", "demo")  # the kernel inherits it; the notebooks' %reload_kedro reads it
-    for variable in PSS_VARIABLES:
+    for variable in (*PSS_VARIABLES, "MPLBACKEND"):  # figures render inline, as in Jupyter
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("MPLBACKEND", "agg")
     notebook = nbformat.read(project / "notebooks" / name, as_version=4)
     client = NotebookClient(
         notebook, kernel_name="python3", timeout=CELL_TIMEOUT_S, startup_timeout=60,

@@ -1,4 +1,10 @@
 """Project settings: configuration loading (with environment-variable resolvers) and hooks."""
+import warnings
+
+# Third-party deprecation chatter printed on every command, about APIs this project does not call itself.
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
+
 from kedro.config import OmegaConfigLoader
 
 from multimodal_suite.config_resolvers import CONFIG_RESOLVERS
