@@ -145,11 +145,11 @@ class ComicBookFolderDataset(AbstractDataset[dict[str, bytes], dict[str, ComicBo
         else:
             self._fs.pipe_file(marker, _MARKER_TEXT)
 
-    def preview(self, books: int = 6, pages: int = 5, thumb_height: int = 120) -> ImagePreview:
+    def preview(self, books: int = 6, pages: int = 3, thumb_height: int = 120) -> ImagePreview:
         """A grid of the first pages of the first books, as a base64-encoded PNG for kedro-viz.
 
-        One row per book (in book id order), captioned with the book id and its page count; a page that cannot
-        be decoded shows as a crossed-out tile. Only the shown books' folders are listed and at most
+        One column per book (in book id order), headed by the book id and its page count; a page that cannot be
+        decoded shows as a crossed-out tile. Only the shown books' folders are listed and at most
         ``books * pages`` images are decoded (JPEGs at reduced size), so it stays cheap on large collections.
 
         Args:
@@ -177,34 +177,37 @@ class ComicBookFolderDataset(AbstractDataset[dict[str, bytes], dict[str, ComicBo
                 shown.append(book_from_files(book_id, folder, names, self._image_extensions))
 
         font = ImageFont.load_default(size=11)
-        pad, caption = 6, 16
+        pad, line = 6, 13
         if not shown:
             message = f"no books under {self._filepath}"
             canvas = Image.new("RGB", (max(240, int(font.getlength(message)) + 2 * pad), 40), "white")
             ImageDraw.Draw(canvas).text((pad, 12), message, fill="black", font=font)
         else:
+            # One column per book keeps the grid landscape, the shape kedro-viz's side panel draws previews in.
             tile_w, tile_h = max(2 * thumb_height // 3, 8), max(thumb_height, 12)
-            columns = max(1, min(pages, max(book.num_pages for book in shown)))
-            width = max(pad + columns * (tile_w + pad), 240)
-            canvas = Image.new("RGB", (width, pad + len(shown) * (caption + tile_h + pad)), "white")
+            rows = max(1, min(pages, max(book.num_pages for book in shown)))
+            caption = 2 * line + 2
+            size = (pad + len(shown) * (tile_w + pad), pad + caption + rows * (tile_h + pad))
+            canvas = Image.new("RGB", size, "white")
             draw = ImageDraw.Draw(canvas)
-            for row, book in enumerate(shown):
-                top = pad + row * (caption + tile_h + pad)
-                draw.text((pad, top + 2), f"{book.book_id}  ({book.num_pages} pages)", fill="black", font=font)
-                for column, page in enumerate(book.pages[:columns]):
-                    left, tile_top = pad + column * (tile_w + pad), top + caption
-                    draw.rectangle((left, tile_top, left + tile_w - 1, tile_top + tile_h - 1), fill="#e6e6e6")
+            for column, book in enumerate(shown):
+                left = pad + column * (tile_w + pad)
+                draw.text((left, pad), book.book_id, fill="black", font=font)
+                draw.text((left, pad + line), f"{book.num_pages} pages", fill="#555555", font=font)
+                for row, page in enumerate(book.pages[:rows]):
+                    top = pad + caption + row * (tile_h + pad)
+                    box = (left, top, left + tile_w - 1, top + tile_h - 1)
+                    draw.rectangle(box, fill="#e6e6e6")
                     try:
                         with Image.open(io.BytesIO(self._fs.cat_file(page.image_path))) as image:
                             image.draft("RGB", (tile_w, tile_h))  # JPEG decodes at a fraction of full size
                             thumb = image.convert("RGB")
                         thumb.thumbnail((tile_w, tile_h))
                     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-                        draw.line((left, tile_top, left + tile_w - 1, tile_top + tile_h - 1), fill="#c0392b", width=2)
-                        draw.line((left, tile_top + tile_h - 1, left + tile_w - 1, tile_top), fill="#c0392b", width=2)
+                        draw.line(box, fill="#c0392b", width=2)
+                        draw.line((box[0], box[3], box[2], box[1]), fill="#c0392b", width=2)
                         continue
-                    offset = (left + (tile_w - thumb.width) // 2, tile_top + (tile_h - thumb.height) // 2)
-                    canvas.paste(thumb, offset)
+                    canvas.paste(thumb, (left + (tile_w - thumb.width) // 2, top + (tile_h - thumb.height) // 2))
         buffer = io.BytesIO()
         # A 128-colour palette keeps the PNG (and the JSON that carries it to the browser) ~4x smaller.
         canvas.quantize(128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(buffer, format="PNG")
