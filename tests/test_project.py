@@ -21,6 +21,10 @@ TINY_RUN = {
         "train": {"epochs": 2},
         "split": {"val_fraction": 0.2, "test_fraction": 0.2},
     },
+    "demo_data_tagging": {"num_shards": 2, "samples_per_shard": 16, "images_per_folder": 4},
+    "tagging": {"models": {"clip_model": {"config": {
+        "projection_dim": 32, "vision_config": {"image_size": 32, "hidden_size": 32, "intermediate_size": 64,
+                                                "num_hidden_layers": 1, "num_attention_heads": 2}}}}},
 }
 
 
@@ -48,7 +52,8 @@ def test_registry_lists_every_pipeline(project):
     from multimodal_suite.pipeline_registry import register_pipelines
 
     pipelines = register_pipelines()
-    assert {"demo_data", "pss_precompute", "pss_train", "pss_classify", "pss", "__default__"} <= set(pipelines)
+    assert {"demo_data", "pss_precompute", "pss_train", "pss_classify", "pss", "tagging_source", "tagging_index",
+            "tagging_target", "tagging_retag", "tagging", "tagging_evaluate", "__default__"} <= set(pipelines)
     default_nodes = {node.name for node in pipelines["__default__"].nodes}
     for name, pipeline in pipelines.items():
         assert {node.name for node in pipeline.nodes} <= default_nodes, name
@@ -67,6 +72,15 @@ def test_default_demo_run_end_to_end(project):
     for plot in ("confusion_matrix.png", "book_strips.png", "bookbert_loss_curve.png"):
         assert (project / "data/08_reporting/pss" / plot).stat().st_size > 1000
     assert (project / "mlflow.db").exists()
+    target = project / "data/07_model_output/tagging/target/00290"
+    tags = json.loads((target / "tags.json").read_text())
+    assert sorted(tags) == sorted(p.name for p in (project / "data/01_raw/tagging_target/00290").glob("*.jpg"))
+    assert len(list((target / "segmentation/crops").glob("*.png"))) >= len(tags)
+    tagging_rejects = pd.read_parquet(project / "data/08_reporting/tagging/source_rejects.parquet")
+    assert {"sample_unusable", "tags_missing"} <= set(tagging_rejects["reason"])
+    evaluation = json.loads((project / "data/08_reporting/tagging/00290_evaluation.json").read_text())
+    assert evaluation["images"] == len(tags) and evaluation["recall"] > 0
+    assert (project / "data/08_reporting/tagging/00290_contact_sheet.png").stat().st_size > 1000
 
     # A second run of precompute reuses every cached vector.
     shards = project / "data/04_feature/pss/page_image_embeddings/manifest.json"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from multimodal_suite.pipelines import demo_data, pss
+from multimodal_suite.pipelines import demo_data, pss, tagging
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -24,6 +24,14 @@ def register_pipelines() -> dict[str, Pipeline]:
         "pss_train": pss_train,
         "pss_classify": pss_classify,
         "pss": pss_precompute + pss_train + pss_classify,
+        "tagging_source": tagging.pipeline.create_source_pipeline(),
+        "tagging_index": tagging.pipeline.create_index_pipeline(),
+        "tagging_target": tagging.pipeline.create_target_pipeline(),
+        "tagging_retag": tagging.pipeline.create_retag_pipeline(),
     }
+    pipelines["tagging"] = tagging.create_pipeline()
+    # The evaluation needs true tags, which only the generated demo collections have: it runs in __default__
+    # (which generates them) and on its own, not in `tagging`.
+    pipelines["tagging_evaluate"] = tagging.pipeline.create_evaluate_pipeline()
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

@@ -149,9 +149,13 @@ def current_search_params(index: faiss.Index) -> dict[str, int]:
     if ivf is not None:
         params["nprobe"] = int(ivf.nprobe)
     inner = faiss.downcast_index(index)
-    while not hasattr(inner, "hnsw") and hasattr(inner, "index"):
-        # wrappers (IndexIDMap, IndexPreTransform, IndexRefine) hold the searched index in ``.index``
-        inner = faiss.downcast_index(inner.index)
+    while not hasattr(inner, "hnsw"):
+        # wrappers hold the searched index in ``.index`` (IndexIDMap, IndexPreTransform) or ``.base_index``
+        # (IndexRefine, the RFlat suffix)
+        wrapped = getattr(inner, "base_index", None) or getattr(inner, "index", None)
+        if wrapped is None:
+            break
+        inner = faiss.downcast_index(wrapped)
     if hasattr(inner, "hnsw"):
         params["efSearch"] = int(inner.hnsw.efSearch)
     return params

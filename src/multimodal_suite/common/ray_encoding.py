@@ -52,11 +52,18 @@ def default_object_store_bytes() -> int:
 
 
 @contextmanager
-def ray_connection(address: str | None = None) -> Iterator[None]:
+def ray_connection(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: float | None = None,
+    object_store_bytes: int | None = None,
+) -> Iterator[None]:
     """Make sure this process is connected to Ray for the duration of the block.
 
     An existing connection (a notebook, a test, a ``RayRunner`` worker) is used and left open. Otherwise connect to
-    ``address`` or ``RAY_ADDRESS``, or start a local Ray sized for this machine (all CPUs, bounded object store,
+    ``address`` or ``RAY_ADDRESS``, or start a local Ray sized for this machine (``num_cpus``, default all CPUs;
+    ``num_gpus``, default what Ray detects; ``object_store_bytes``, default :func:`default_object_store_bytes`;
     no dashboard); either is shut down (disconnected, for a cluster) when the block ends.
     """
     if ray.is_initialized():
@@ -67,12 +74,13 @@ def ray_connection(address: str | None = None) -> Iterator[None]:
         ray.init(address=address)
         logger.info("Connected to the Ray cluster at %s", address)
     else:
-        object_store_bytes = default_object_store_bytes()
+        object_store_bytes = object_store_bytes or default_object_store_bytes()
+        num_cpus = num_cpus or os.cpu_count() or 1
         # "local" starts a fresh instance even when `ray start` left a cluster running on this machine.
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, object_store_memory=object_store_bytes,
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_bytes,
                  include_dashboard=False)
-        logger.info("Started a local Ray (num_cpus=%d, object_store_memory_mb=%d); it stops when embedding ends",
-                    os.cpu_count() or 1, object_store_bytes // 2**20)
+        logger.info("Started a local Ray (num_cpus=%d, num_gpus=%s, object_store_memory_mb=%d); it stops when this "
+                    "step ends", num_cpus, "auto" if num_gpus is None else num_gpus, object_store_bytes // 2**20)
     try:
         yield
     finally:

@@ -46,7 +46,7 @@ class SampleFilesDataset(AbstractDataset[dict[str, bytes], dict[str, Callable[[]
         Using the YAML API:
 
         ```yaml
-        tagging_target_files:
+        tagging_target_images@files:
           type: multimodal_suite.datasets.sample_files.SampleFilesDataset
           filepath: data/01_raw/tagging_target
         ```

@@ -172,9 +172,9 @@ def test_config_validation() -> None:
 def test_pipeline_node_writes_through_the_catalog(tmp_path: Path) -> None:
     params = {"seed": 3, "num_shards": 2, "samples_per_shard": 16, "images_per_folder": 4}
     catalog = DataCatalog({
-        "tagging_source_files": SampleFilesDataset(filepath=str(tmp_path / "source")),
+        "tagging_source_shards@files": SampleFilesDataset(filepath=str(tmp_path / "source")),
         "tagging_vlm_tag_files": SampleFilesDataset(filepath=str(tmp_path / "vlm_tags")),
-        "tagging_target_files": SampleFilesDataset(filepath=str(tmp_path / "target")),
+        "tagging_target_images@files": SampleFilesDataset(filepath=str(tmp_path / "target")),
         "tagging_target_truth": MemoryDataset(),
         "params:demo_data_tagging": MemoryDataset(params),
     })

@@ -13,9 +13,10 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
     """Sample inputs for the demo environment; each generator is one node with its own outputs.
 
     ``comic_books`` is saved by ``ComicBookFolderDataset`` and ``comic_annotations`` as JSON (see
-    ``conf/demo/catalog_demo_data.yml``). The tagging samples: ``tagging_source_files`` (tar + parquet shards),
-    ``tagging_vlm_tag_files`` and ``tagging_target_files`` are file dicts saved by ``SampleFilesDataset``, and
-    ``tagging_target_truth`` (true tags per target image) is JSON.
+    ``conf/demo/catalog_demo_data.yml``). The tagging samples: ``tagging_source_shards@files`` (tar + parquet shards),
+    ``tagging_vlm_tag_files`` and ``tagging_target_images@files`` are file dicts saved by ``SampleFilesDataset``
+    (transcoded: the tagging pipelines read the same folders as ``@webdataset`` / ``@folder``, so Kedro runs this
+    node first), and ``tagging_target_truth`` (true tags per target image) is JSON.
     """
     return Pipeline(
         [
@@ -30,9 +31,9 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                 generate_tagging_samples,
                 inputs="params:demo_data_tagging",
                 outputs=[
-                    "tagging_source_files",
+                    "tagging_source_shards@files",
                     "tagging_vlm_tag_files",
-                    "tagging_target_files",
+                    "tagging_target_images@files",
                     "tagging_target_truth",
                 ],
                 name="generate_tagging_samples",

@@ -542,11 +542,11 @@ def generate_tagging_samples(
         params: ``params:demo_data_tagging`` (see :class:`DemoTaggingConfig` for keys and defaults).
 
     Returns:
-        ``tagging_source_files``: ``{"shard-000000.tar": bytes, "shard-000000.parquet": bytes, …}``, each tar
+        ``tagging_source_shards@files``: ``{"shard-000000.tar": bytes, "shard-000000.parquet": bytes, …}``, each tar
         holding ``<key>.jpg`` + ``<key>.json`` (``{"key", "width", "height"}``) per sample, each parquet one row
         per sample (key, status, error_message, width, height, original_width, original_height, sha256);
         ``tagging_vlm_tag_files``: ``{"<key>.json": b'{"tags": [...]}'}``, the image-level tags;
-        ``tagging_target_files``: ``{"<folder>/<folder>_NNN.jpg": bytes}``;
+        ``tagging_target_images@files``: ``{"<folder>/<folder>_NNN.jpg": bytes}``;
         ``tagging_target_truth``: ``{folder: {image file name: [tags]}}``.
         With ``bad_inputs`` the source has a truncated JPEG, an HTML page in place of an image, a sample without
         a tag file and a tar cut mid-member, and the first target folder has a blank image

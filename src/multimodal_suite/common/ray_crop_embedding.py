@@ -1,0 +1,177 @@
+"""Source crop embedding on Ray Data: shards are read by Ray tasks and segmented + embedded by an actor pool whose
+replicas hold the segmenter and the image model together.
+
+The dataflow is ``from_items(shards) → flat_map(read samples) → map_batches(CropEmbedActor, actor pool)``. Reading
+uses the same tolerant reader as the in-process path (:class:`~.webdataset_shards.WebDatasetShards`), so a corrupt
+member or a truncated tar becomes an error row instead of failing the dataset; each replica calls the same
+:class:`~.crop_embedding.CropEmbedder` and :func:`~.source_crops.sample_rows`, so both paths give identical tables.
+Tables come back one shard at a time, as soon as every sample of the shard has come back (a shard's reader ends
+with a marker row carrying its sample count); crop images never leave the replica that cut them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from functools import partial
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import ray
+import ray.data
+import torch
+
+from .crop_embedding import CropEmbedder, crop_pipeline_hash
+from .models import ModelSpec, load_model
+from .ray_encoding import ray_connection
+from .segmentation import SegmenterConfig
+from .source_crops import ROW_COLUMNS, rows_to_table, sample_rows, shard_problems
+from .webdataset_shards import SampleProblem, WebDatasetShards
+
+logger = logging.getLogger(__name__)
+
+NO_END = -1
+
+
+def read_shard_rows(view: WebDatasetShards, item: dict[str, Any]) -> list[dict[str, Any]]:
+    """Ray ``flat_map``: one shard name → its samples, its problems (one row per sample) and an end marker."""
+    shard = str(item["shard"])
+    problems: list[SampleProblem] = []
+    rows: list[dict[str, Any]] = []
+    for sample in view.iter_samples(shard, on_problem=problems.append):
+        rows.append({"shard": shard, "seq": len(rows), "sample_key": sample.key, "image": sample.image_bytes,
+                     "tags_json": json.dumps(sample.tags), "problem": "", "end_total": NO_END})
+    seen = {str(row["sample_key"]) for row in rows}
+    for sample_key, reason in shard_problems(view, shard, problems, seen).items():
+        rows.append({"shard": shard, "seq": len(rows), "sample_key": sample_key, "image": b"",
+                     "tags_json": "null", "problem": reason, "end_total": NO_END})
+    rows.append({"shard": shard, "seq": len(rows), "sample_key": "", "image": b"", "tags_json": "null",
+                 "problem": "", "end_total": len(rows)})
+    return rows
+
+
+class CropEmbedActor:
+    """One replica of the actor pool: segmenter + image model, loaded once, applied batch after batch.
+
+    Output batches have one row per crop (or per unusable sample, or per end marker): ``shard``, ``seq`` (the
+    sample's position in its shard), ``end_total`` (the shard's sample count on its end marker, else −1),
+    ``record`` (the row as JSON, "" on end markers) and ``embedding`` (float32 [D]).
+    """
+
+    def __init__(self, segmenter: Mapping[str, Any], model: ModelSpec, *, batch_clips: int, device: str | None,
+                 mixed_precision: bool, num_threads: int | None) -> None:
+        if num_threads:
+            torch.set_num_threads(int(num_threads))
+        self.embedder = CropEmbedder(segmenter, model, batch_clips=batch_clips, device=device,
+                                     mixed_precision=mixed_precision)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        embedder = self.embedder
+        count = len(batch["shard"])
+        samples = [i for i in range(count) if batch["end_total"][i] == NO_END and not batch["problem"][i]]
+        results = dict(zip(samples, embedder.process([bytes(batch["image"][i]) for i in samples])))
+        out: dict[str, list[Any]] = {"shard": [], "seq": [], "end_total": [], "record": [], "embedding": []}
+        for i in range(count):
+            shard, seq, end_total = str(batch["shard"][i]), int(batch["seq"][i]), int(batch["end_total"][i])
+            if end_total != NO_END:
+                rows, vectors = [{}], np.zeros((1, embedder.dim), np.float32)
+            else:
+                result = results.get(i, str(batch["problem"][i]))
+                rows, vectors = sample_rows(shard, str(batch["sample_key"][i]), json.loads(batch["tags_json"][i]),
+                                            result, embedder.pipeline_hash, embedder.dim)
+            for row, vector in zip(rows, vectors):
+                out["shard"].append(shard)
+                out["seq"].append(seq)
+                out["end_total"].append(end_total)
+                out["record"].append(json.dumps(row) if row else "")
+                out["embedding"].append(vector)
+        return {"shard": np.array(out["shard"], dtype=object), "seq": np.array(out["seq"], dtype=np.int64),
+                "end_total": np.array(out["end_total"], dtype=np.int64),
+                "record": np.array(out["record"], dtype=object),
+                "embedding": np.stack(out["embedding"]).astype(np.float32)}
+
+
+def iter_source_tables_ray(
+    view: WebDatasetShards,
+    shards: Sequence[str],
+    segmenter: Mapping[str, Any] | SegmenterConfig,
+    model: Mapping[str, Any] | ModelSpec,
+    *,
+    batch_images: int = 24,
+    batch_clips: int = 64,
+    num_replicas: int = 1,
+    num_gpus_per_replica: float = 0,
+    num_cpus_per_replica: float = 1,
+    mixed_precision: bool = True,
+    device: str | None = "auto",
+    address: str | None = None,
+    num_cpus: int | None = None,
+    num_gpus: float | None = None,
+    object_store_bytes: int | None = None,
+) -> Iterator[tuple[str, Any]]:
+    """``(shard, EmbeddingTable)`` per shard, computed on a Ray Data actor pool; same tables as in process.
+
+    Shards are yielded in the order they complete, which need not be the order of ``shards``.
+
+    Args:
+        view: the source collection; it must be readable from every Ray node (shared or fsspec storage).
+        shards: shard names of ``view`` to process.
+        segmenter: segmenter configuration.
+        model: image model spec.
+        batch_images: samples per ``map_batches`` batch (the segmenter's batch).
+        batch_clips: crops per image-model batch inside a replica.
+        num_replicas: actors in the pool, each with its own segmenter and model.
+        num_gpus_per_replica: GPUs each replica asks Ray for (fractions share a GPU); 0 runs on CPUs.
+        num_cpus_per_replica: CPUs each replica asks Ray for; also its torch thread count.
+        mixed_precision: autocast the image model to fp16 (GPU) / bf16 (CPU).
+        device: ``auto`` or a torch device string, inside each replica.
+        address: Ray cluster address; default ``RAY_ADDRESS``, else a local Ray sized by the next three.
+        num_cpus, num_gpus, object_store_bytes: resources of a local Ray started here.
+    """
+    if not shards:
+        return
+    segmenter_config = SegmenterConfig.from_dict(segmenter)
+    parsed = ModelSpec.parse(model)
+    pipeline_hash = crop_pipeline_hash(segmenter_config, parsed)
+    dim = load_model(parsed).output_dim  # the driver needs the width for empty shards; the model is small to load
+    started = time.perf_counter()
+    with ray_connection(address, num_cpus=num_cpus, num_gpus=num_gpus, object_store_bytes=object_store_bytes):
+        dataset = ray.data.from_items([{"shard": shard} for shard in shards], override_num_blocks=len(shards))
+        # Reading is I/O: it takes no CPU slot, so the replicas can hold every CPU of the cluster without
+        # starving the readers that feed them (which would stall the dataset).
+        samples = dataset.flat_map(partial(read_shard_rows, view), num_cpus=0)
+        embedded = samples.map_batches(
+            CropEmbedActor,
+            batch_size=batch_images,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=num_replicas),
+            num_cpus=num_cpus_per_replica,
+            num_gpus=num_gpus_per_replica,
+            fn_constructor_kwargs={"segmenter": segmenter_config.to_dict(), "model": parsed,
+                                   "batch_clips": batch_clips, "device": device,
+                                   "mixed_precision": mixed_precision,
+                                   "num_threads": max(1, int(num_cpus_per_replica))},
+        )
+        pending: dict[str, dict[str, Any]] = {}
+        done = 0
+        for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
+            for shard, seq, end_total, record, vector in zip(batch["shard"], batch["seq"], batch["end_total"],
+                                                             batch["record"], batch["embedding"]):
+                state = pending.setdefault(str(shard), {"rows": [], "seen": set(), "total": None})
+                if end_total != NO_END:
+                    state["total"] = int(end_total)
+                else:
+                    state["rows"].append((int(seq), len(state["rows"]), json.loads(record), vector))
+                    state["seen"].add(int(seq))
+            for shard in [name for name, state in pending.items()
+                          if state["total"] is not None and len(state["seen"]) == state["total"]]:
+                state = pending.pop(shard)
+                ordered = sorted(state["rows"], key=lambda item: (item[0], item[1]))
+                rows = [{column: item[2][column] for column in ROW_COLUMNS} for item in ordered]
+                vectors = [np.stack([item[3] for item in ordered])] if ordered else []
+                done += 1
+                yield shard, rows_to_table(rows, vectors, dim, pipeline_hash)
+        if pending:
+            raise RuntimeError(f"Ray Data returned incomplete results for shards {sorted(pending)}")
+    logger.info("Ray Data: %d shards segmented and embedded in %.1f s on %d replica(s)", done,
+                time.perf_counter() - started, num_replicas)

@@ -1,0 +1,254 @@
+"""tagging nodes and pipelines on generated collections: tar streaming with broken members, resume per shard,
+index, target folder tagging, re-tagging without re-segmenting, the Ray Data engine."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, DatasetError, MemoryDataset
+from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
+from kedro_datasets.pandas import ParquetDataset
+from kedro_datasets.pillow import ImageDataset
+
+from multimodal_suite.common.embeddings import EmbeddingTable
+from multimodal_suite.datasets import (
+    EmbeddingShardDataset,
+    FaissIndexDataset,
+    ImageFolderDataset,
+    SampleFilesDataset,
+    WebDatasetShardsDataset,
+)
+from multimodal_suite.pipelines.demo_data.tagging_samples import (
+    DemoTaggingConfig,
+    bad_input_keys,
+    generate_tagging_samples,
+)
+from multimodal_suite.pipelines.tagging import nodes
+from multimodal_suite.pipelines.tagging.pipeline import (
+    create_evaluate_pipeline,
+    create_index_pipeline,
+    create_retag_pipeline,
+    create_source_pipeline,
+    create_target_pipeline,
+)
+
+SAMPLES = {"seed": 5, "num_shards": 2, "samples_per_shard": 16, "images_per_folder": 5}
+TINY_CLIP = {
+    "source": "config", "family": "clip", "seed": 0,
+    "config": {"projection_dim": 32,
+               "vision_config": {"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64,
+                                 "num_hidden_layers": 1, "num_attention_heads": 2},
+               "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                               "num_attention_heads": 2, "vocab_size": 100}},
+}
+PARAMS = {
+    "models": {"segmenter": {"backend": "classical", "min_area": 150, "max_masks": 9}, "clip_model": TINY_CLIP},
+    "batching": {"batch_images": 8, "batch_clips": 16, "batch_faiss": 7},
+    "source": {"start_shard": 0, "end_shard": None, "engine": "in_process", "device": "cpu",
+               "ray": {"num_replicas": 2, "num_cpus_per_replica": 1}},
+    "index": {"factory": "auto", "target_recall": 0.95, "k": 10, "held_out_queries": 50, "seed": 0},
+    "target": {"folder": "00290", "k": 10, "min_votes": 3, "device": "cpu",
+               "contact_sheet": {"max_crops": 12, "thumb_size": 48}},
+}
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    """Source shards (a truncated JPEG, an HTML page as image, a sample without tags, a tar cut mid-member),
+    VLM tags, two target folders and their true tags, on disk."""
+    root = tmp_path_factory.mktemp("tagging")
+    source, tags, target, truth = generate_tagging_samples(SAMPLES)
+    SampleFilesDataset(filepath=str(root / "source")).save(source)
+    SampleFilesDataset(filepath=str(root / "vlm_tags")).save(tags)
+    SampleFilesDataset(filepath=str(root / "target")).save(target)
+    return root, truth, bad_input_keys(DemoTaggingConfig.from_params(SAMPLES))
+
+
+def params(**changes) -> dict:
+    result = copy.deepcopy(PARAMS)
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        result[section][key] = value
+    return result
+
+
+def source_view(root: Path):
+    return WebDatasetShardsDataset(filepath=str(root / "source"), tags_dir=str(root / "vlm_tags")).load()
+
+
+def run_source(root: Path, shards_dir: Path, run_params: dict) -> EmbeddingShardDataset:
+    dataset = EmbeddingShardDataset(filepath=str(shards_dir))
+    for table in nodes.embed_source_crops(source_view(root), dataset.load(), run_params):
+        dataset.save(table)
+    return dataset
+
+
+def test_source_keeps_every_sample_and_names_every_bad_one(collection, tmp_path):
+    root, _, bad = collection
+    stored = run_source(root, tmp_path / "shards", params()).load()
+    rows = stored.rows
+    errors = rows[rows["error"] != ""]
+    # the broken samples are error rows with a reason; the samples lost with the cut tar's end are listed too
+    assert {bad["truncated_jpeg"], bad["not_an_image"], bad["truncated_at"]} <= set(errors["sample_key"])
+    lost = errors[errors["error"].str.contains("not in the tar")]
+    assert len(lost) > 0 and all(key.startswith(bad["truncated_at"][:-4]) for key in lost["sample_key"])
+    # every sample of the collection is accounted for, once as crops or once as an error
+    assert rows["sample_key"].nunique() == SAMPLES["num_shards"] * SAMPLES["samples_per_shard"]
+    assert not set(errors["sample_key"]) & set(rows.loc[rows["error"] == "", "sample_key"])
+    crops = rows[rows["error"] == ""]
+    assert (crops.groupby("sample_key")["crop_id"].min() == 0).all()
+    untagged = crops[crops["sample_key"] == bad["missing_tags"]]
+    assert len(untagged) and not untagged["has_tags"].any() and all(len(t) == 0 for t in untagged["vlm_tags"])
+    assert all(len(t) > 0 for t in crops.loc[crops["has_tags"], "vlm_tags"])
+    vectors = stored.get(errors["key"].tolist())
+    assert np.all(vectors == 0) and np.all(np.linalg.norm(stored.get(crops["key"].tolist()), axis=1) > 0)
+
+    rejects = nodes.report_source_rejects(stored)
+    assert set(rejects["reason"]) == {"sample_unusable", "tags_missing"}
+    assert (rejects["reason"] == "sample_unusable").sum() == len(errors)
+    id_to_tags = nodes.map_ids_to_tags(stored)
+    assert len(id_to_tags) == len(crops)
+    assert id_to_tags[str(int(crops.index[0]))] == list(crops.iloc[0]["vlm_tags"])
+
+
+def test_source_resumes_per_shard(collection, tmp_path, caplog):
+    root, _, _ = collection
+    shards_dir = tmp_path / "shards"
+    first = run_source(root, shards_dir, params(source__end_shard=1)).load()
+    assert set(first.rows["shard"]) == {"shard-000000.tar"} and len(first.part_names) == 1
+    second = run_source(root, shards_dir, params()).load()
+    assert second.part_names[0] == first.part_names[0] and len(second.part_names) == 2
+    assert set(second.rows["shard"]) == {"shard-000000.tar", "shard-000001.tar"}
+    again = list(nodes.embed_source_crops(source_view(root), second, params()))
+    assert [len(table) for table in again] == [0]
+    # another segmenter configuration is another cache: nothing is reused across configurations
+    other = params()
+    other["models"]["segmenter"]["min_area"] = 300
+    assert sum(len(t) for t in nodes.embed_source_crops(source_view(root), second, other)) > 0
+
+
+def test_unknown_engine_is_a_clear_error(collection, tmp_path):
+    root, _, _ = collection
+    with pytest.raises(ValueError, match="in_process.*ray_data"):
+        run_source(root, tmp_path / "shards", params(source__engine="spark"))
+
+
+def _catalog(root: Path, work: Path, truth: dict, folder: str = "00290") -> DataCatalog:
+    out = work / "target" / folder
+    return DataCatalog({
+        "tagging_source_shards@webdataset": WebDatasetShardsDataset(filepath=str(root / "source"),
+                                                         tags_dir=str(root / "vlm_tags")),
+        "source_crop_embeddings": EmbeddingShardDataset(filepath=str(work / "source_crops")),
+        "source_crop_embeddings_cache": EmbeddingShardDataset(filepath=str(work / "source_crops")),
+        "tagging_id_to_tags": JSONDataset(filepath=str(work / "id_to_tags.json")),
+        "tagging_rejects": MemoryDataset(),
+        "tag_index": FaissIndexDataset(filepath=str(work / "index")),
+        "tagging_target_images@folder": ImageFolderDataset(filepath=str(root / "target" / folder)),
+        "tagging_target_crops": SampleFilesDataset(filepath=str(out / "segmentation" / "crops")),
+        "target_crop_table": ParquetDataset(filepath=str(out / "segmentation" / "metadata.parquet")),
+        "tagging_target_rejects": ParquetDataset(filepath=str(out / "rejects.parquet")),
+        "target_crop_embeddings": EmbeddingShardDataset(filepath=str(out / "embeddings")),
+        "target_crop_embeddings_cache": EmbeddingShardDataset(filepath=str(out / "embeddings")),
+        "target_tag_table": ParquetDataset(filepath=str(out / "tags.parquet")),
+        "target_tags": JSONDataset(filepath=str(out / "tags.json")),
+        "target_contact_sheet": ImageDataset(filepath=str(work / "contact_sheet.png")),
+        "tagging_target_truth": MemoryDataset(truth),
+        "tagging_evaluation": JSONDataset(filepath=str(work / "evaluation.json")),
+    })
+
+
+def _run(pipeline, catalog: DataCatalog, run_params: dict) -> None:
+    catalog["params:tagging"] = MemoryDataset(run_params, copy_mode="deepcopy")
+    SequentialRunner().run(pipeline, catalog)
+
+
+def test_pipelines_end_to_end_then_retag_without_resegmenting(collection, tmp_path):
+    root, truth, bad = collection
+    catalog = _catalog(root, tmp_path, truth)
+    _run(create_source_pipeline() + create_index_pipeline() + create_target_pipeline() + create_evaluate_pipeline(),
+         catalog, params())
+    index = catalog.load("tag_index")
+    assert index.info["factory"] == "Flat" and index.info["recall_at_k"] >= 0.95
+    assert set(index.ids.tolist()) == {int(i) for i in catalog.load("tagging_id_to_tags")}
+
+    table = catalog.load("target_crop_table")
+    images = sorted(os.listdir(root / "target" / "00290"))
+    assert sorted(table["image"].unique()) == images  # every image has crops, the blank one included
+    blank = table[table["image"] == bad["blank_target"].split("/")[-1]]
+    assert len(blank) == 1 and bool(blank["whole_image"].iloc[0])
+    assert "no_objects_found" in set(catalog.load("tagging_target_rejects")["reason"])
+    crops_dir = tmp_path / "target" / "00290" / "segmentation" / "crops"
+    assert sorted(p.name for p in crops_dir.glob("*.png")) == sorted(table["crop_file"])
+
+    tags = catalog.load("target_tags")
+    assert sorted(tags) == images
+    tag_table = catalog.load("target_tag_table")
+    assert set(tag_table["image"]) <= set(images) and tag_table["score"].between(0, 1).all()
+    evaluation = catalog.load("tagging_evaluation")
+    assert evaluation["images"] == len(images) and 0 <= evaluation["precision"] <= 1
+    assert evaluation["recall"] > 0  # tags do come from the neighbours' source samples
+    sheet = catalog.load("target_contact_sheet")
+    assert sheet.width > 48 and sheet.height > 48
+
+    # re-tag with stricter voting: the saved crops and embeddings are reused, nothing is re-segmented
+    mtimes = {p.name: p.stat().st_mtime_ns for p in crops_dir.glob("*.png")}
+    parts = EmbeddingShardDataset(filepath=str(tmp_path / "target/00290/embeddings")).load().part_names
+    _run(create_retag_pipeline(), catalog, params(target__min_votes=10))
+    assert {p.name: p.stat().st_mtime_ns for p in crops_dir.glob("*.png")} == mtimes
+    assert EmbeddingShardDataset(filepath=str(tmp_path / "target/00290/embeddings")).load().part_names == parts
+    strict = catalog.load("target_tags")
+    assert sum(map(len, strict.values())) < sum(map(len, tags.values()))
+    assert all(set(strict[image]) <= set(tags[image]) for image in images)
+
+    # the whole target pipeline again: embeddings are all reused
+    _run(create_target_pipeline(), catalog, params())
+    assert EmbeddingShardDataset(filepath=str(tmp_path / "target/00290/embeddings")).load().part_names == parts
+
+
+def test_missing_target_folder_is_a_clear_error(collection, tmp_path):
+    root, truth, _ = collection
+    with pytest.raises(DatasetError, match=r"does not exist.*00290, 00291.*tagging\.target\.folder"):
+        ImageFolderDataset(filepath=str(root / "target" / "99999")).load()
+
+
+def test_dimension_mismatch_between_index_and_target_is_a_clear_error(collection, tmp_path):
+    import faiss
+
+    from multimodal_suite.common.faiss_index import IndexBundle
+
+    index = faiss.IndexFlatIP(8)
+    index.add(np.eye(8, dtype=np.float32))
+    table = pd.DataFrame({"image": ["a.jpg"], "crop_id": [0], "crop_file": ["a_000.png"], "key": ["k"]})
+    stored = EmbeddingShardDataset(filepath=str(tmp_path / "e"))
+    stored.save(EmbeddingTable(np.ones((1, 4), np.float32), table[["key"]]))
+    with pytest.raises(ValueError, match="4-d.*8-d.*clip_model"):
+        nodes.tag_target_images(IndexBundle(index), {}, stored.load(), table, {}, params())
+
+
+def test_ray_data_engine_gives_the_same_tables(collection):
+    import ray
+
+    from multimodal_suite.common.crop_embedding import CropEmbedder
+    from multimodal_suite.common.ray_crop_embedding import iter_source_tables_ray
+    from multimodal_suite.common.source_crops import iter_source_tables
+
+    root, _, _ = collection
+    view = source_view(root)
+    models = PARAMS["models"]
+    local = dict(iter_source_tables(view, view.shards, CropEmbedder(models["segmenter"], models["clip_model"],
+                                                                     batch_clips=16, device="cpu"), 8))
+    assert not ray.is_initialized()
+    remote = dict(iter_source_tables_ray(view, view.shards, models["segmenter"], models["clip_model"],
+                                         batch_images=8, batch_clips=16, num_replicas=2, device="cpu",
+                                         num_cpus=2, object_store_bytes=200 * 2**20))
+    assert not ray.is_initialized()  # the local Ray it started is shut down
+    assert sorted(remote) == sorted(local) == view.shards
+    for shard in view.shards:
+        pd.testing.assert_frame_equal(remote[shard].rows, local[shard].rows)
+        np.testing.assert_allclose(remote[shard].embeddings, local[shard].embeddings, rtol=1e-3, atol=1e-3)
