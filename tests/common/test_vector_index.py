@@ -202,7 +202,7 @@ def test_build_auto_records_its_choice_and_reaches_target(clustered):
     assert (info["k"], info["target_recall"], info["recall_queries"], info["seed"]) == (K, 0.95, 500, 3)
     assert info["train_sample"] == 30_000
     assert info["search_param"] == "nprobe"
-    assert 1 < info["nprobe"] < 512
+    assert info["nprobe"] in range(2, 512)  # tuned: more than one list, fewer than all
     assert bundle.index.nprobe == info["nprobe"], "the tuned value must be left on the index"
     assert info["recall_at_k"] >= info["target_recall"]
     assert info["build_seconds"] >= 0 and info["tune_seconds"] >= 0

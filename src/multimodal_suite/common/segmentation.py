@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+from abc import ABC, abstractmethod
 import os
 import time
 from dataclasses import asdict, dataclass, fields
@@ -260,7 +261,7 @@ def _check_image(image: Any, index: int) -> None:
         raise ValueError(f"image {index} of the batch is empty (shape {image.shape})")
 
 
-class Segmenter:
+class Segmenter(ABC):
     """A loaded backend; :meth:`segment` maps a batch of images to their masks."""
 
     def __init__(self, config: SegmenterConfig, description: str) -> None:
@@ -294,8 +295,9 @@ class Segmenter:
         """Which backend and weights, for run logs."""
         return self.description
 
+    @abstractmethod
     def _segment_batch(self, images: list[np.ndarray]) -> list[list[Mask]]:
-        raise NotImplementedError
+        """Every mask the backend finds in each image, before :func:`select_masks`."""
 
 
 # --- classical (scikit-image) -------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import fsspec
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 from PIL import Image, ImageDraw, ImageFont
 
-from multimodal_suite.common.atomic import atomic_write_bytes
+from multimodal_suite.datasets.generated_folder import SAMPLE_MARKER, prepare_generated_folder, write_bytes
 from multimodal_suite.common.books import IMAGE_EXTENSIONS, ComicBook, book_from_files, scan_books
 
 try:  # kedro-viz renders this type as an image (base64 PNG); the string is the same without it
@@ -27,7 +27,6 @@ except ImportError:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_MARKER = ".sample_data"
 _MARKER_TEXT = b"Generated sample books: saving again deletes and rewrites every book folder here.\n"
 
 
@@ -109,10 +108,7 @@ class ComicBookFolderDataset(AbstractDataset[dict[str, bytes], dict[str, ComicBo
         targets = {key: self._target(key) for key in data}
         self._prepare_root()
         for key, target in targets.items():
-            if self._protocol == "file":
-                atomic_write_bytes(target, data[key])
-            else:  # object stores replace whole objects, which is already atomic
-                self._fs.pipe_file(target, data[key])
+            write_bytes(self._fs, self._protocol, target, data[key])
         books = {key.split("/")[0] for key in data}
         logger.info("wrote %d files (%d books) under %s", len(data), len(books), self._filepath)
 
@@ -125,25 +121,8 @@ class ComicBookFolderDataset(AbstractDataset[dict[str, bytes], dict[str, ComicBo
 
     def _prepare_root(self) -> None:
         """Check the folder may be written, clear the previous sample books, and mark it as sample data."""
-        marker = posixpath.join(self._root, SAMPLE_MARKER)
-        if self._fs.isdir(self._root):
-            entries = self._fs.ls(self._root, detail=True)
-            if entries and not self._fs.exists(marker):
-                raise DatasetError(
-                    f"{self._filepath} holds files that were not generated here (no {SAMPLE_MARKER} marker); "
-                    "refusing to write sample books over them. Point the catalog entry at an empty folder, "
-                    f"or delete the folder if it really holds only samples."
-                )
-            for entry in entries:
-                if entry["type"] == "directory":
-                    self._fs.rm(entry["name"], recursive=True)
-        else:
-            self._fs.makedirs(self._root, exist_ok=True)
-        # Written before the books, so an interrupted save leaves a folder that the next save may clear.
-        if self._protocol == "file":
-            atomic_write_bytes(marker, _MARKER_TEXT)
-        else:
-            self._fs.pipe_file(marker, _MARKER_TEXT)
+        prepare_generated_folder(self._fs, self._protocol, self._root, described_as="sample books",
+                                 marker_text=_MARKER_TEXT, clear=lambda entry: entry["type"] == "directory")
 
     def preview(self, books: int = 6, pages: int = 3, thumb_height: int = 120) -> ImagePreview:
         """A grid of the first pages of the first books, as a base64-encoded PNG for kedro-viz.

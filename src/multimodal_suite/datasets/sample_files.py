@@ -17,7 +17,7 @@ from typing import Any
 import fsspec
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 
-from multimodal_suite.common.atomic import atomic_write_bytes
+from multimodal_suite.datasets.generated_folder import SAMPLE_MARKER, prepare_generated_folder, write_bytes
 
 try:
     from kedro_datasets._typing import TablePreview
@@ -26,7 +26,6 @@ except ImportError:  # kedro-datasets without kedro-viz preview types
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_MARKER = ".sample_data"
 _MARKER_TEXT = b"Generated sample files: saving again deletes and rewrites everything in this folder.\n"
 
 
@@ -117,10 +116,7 @@ class SampleFilesDataset(AbstractDataset[dict[str, bytes], dict[str, Callable[[]
         targets = {key: self._target(key) for key in data}  # every key is checked before anything is written
         self._prepare_root()
         for key, target in targets.items():
-            if self._protocol == "file":
-                atomic_write_bytes(target, data[key])
-            else:  # object stores replace whole objects, which is already atomic
-                self._fs.pipe_file(target, data[key])
+            write_bytes(self._fs, self._protocol, target, data[key])
         logger.info("wrote %d files (%.1f MB) under %s", len(data),
                     sum(len(value) for value in data.values()) / 1e6, self._filepath)
 
@@ -136,26 +132,8 @@ class SampleFilesDataset(AbstractDataset[dict[str, bytes], dict[str, Callable[[]
 
     def _prepare_root(self) -> None:
         """Check the folder may be written, clear the previous samples, and mark it as sample data."""
-        marker = posixpath.join(self._root, SAMPLE_MARKER)
-        if self._fs.isdir(self._root):
-            self._fs.invalidate_cache(self._root)
-            entries = self._fs.ls(self._root, detail=True)
-            if entries and not self._fs.exists(marker):
-                raise DatasetError(
-                    f"{self._filepath} holds files that were not generated here (no {SAMPLE_MARKER} marker); "
-                    "refusing to write sample files over them. Point the catalog entry at an empty folder, "
-                    "or delete the folder if it really holds only samples."
-                )
-            for entry in entries:
-                if posixpath.basename(entry["name"].rstrip("/")) != SAMPLE_MARKER:
-                    self._fs.rm(entry["name"], recursive=entry["type"] == "directory")
-        else:
-            self._fs.makedirs(self._root, exist_ok=True)
-        # Written before the files, so an interrupted save leaves a folder that the next save may clear.
-        if self._protocol == "file":
-            atomic_write_bytes(marker, _MARKER_TEXT)
-        else:
-            self._fs.pipe_file(marker, _MARKER_TEXT)
+        prepare_generated_folder(self._fs, self._protocol, self._root, described_as="sample files",
+                                 marker_text=_MARKER_TEXT, clear=lambda entry: True)
 
     def preview(self, nrows: int = 20) -> TablePreview:
         """The first ``nrows`` files (``path``, ``size_bytes``) in pandas ``split`` form, plus the file count.

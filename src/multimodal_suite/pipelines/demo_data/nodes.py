@@ -22,7 +22,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -34,6 +34,24 @@ logger = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (inclusive corners, as PIL draws them)
+
+
+T = TypeVar("T")
+
+
+def config_from_params(cls: type[T], params: dict[str, Any] | None, name: str,
+                       tuple_fields: dict[str, type] | None = None) -> T:
+    """A config dataclass from a parameters dict: unknown keys are an error naming ``params:<name>``, and YAML
+    lists of ``tuple_fields`` become tuples of the given element type."""
+    params = dict(params or {})
+    unknown = set(params) - set(cls.__dataclass_fields__)
+    if unknown:
+        known = sorted(cls.__dataclass_fields__)
+        raise ValueError(f"params:{name} has unknown keys {sorted(unknown)}; known keys: {known}")
+    for field_name, element in (tuple_fields or {}).items():
+        if field_name in params:
+            params[field_name] = tuple(element(value) for value in params[field_name])
+    return cls(**params)
 
 
 @dataclass(frozen=True)
@@ -64,14 +82,7 @@ class DemoBooksConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> "DemoBooksConfig":
-        params = dict(params or {})
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            known = sorted(cls.__dataclass_fields__)
-            raise ValueError(f"params:demo_data has unknown keys {sorted(unknown)}; known keys: {known}")
-        if "page_size" in params:
-            params["page_size"] = tuple(int(v) for v in params["page_size"])
-        config = cls(**params)
+        config = config_from_params(cls, params, "demo_data", {"page_size": int})
         if not 11 <= config.min_pages <= config.max_pages:
             # below 11 pages unpadded names sort the same as numbers, and the ordering check would test nothing
             raise ValueError(

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from .nodes import RGB, Box, draw_figure, encode_jpeg
+from .nodes import RGB, Box, config_from_params, draw_figure, encode_jpeg
 
 logger = logging.getLogger(__name__)
 
@@ -75,16 +75,7 @@ class DemoTaggingConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> "DemoTaggingConfig":
-        params = dict(params or {})
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            known = sorted(cls.__dataclass_fields__)
-            raise ValueError(f"params:demo_data_tagging has unknown keys {sorted(unknown)}; known keys: {known}")
-        if "image_size" in params:
-            params["image_size"] = tuple(int(v) for v in params["image_size"])
-        if "target_folders" in params:
-            params["target_folders"] = tuple(str(v) for v in params["target_folders"])
-        config = cls(**params)
+        config = config_from_params(cls, params, "demo_data_tagging", {"image_size": int, "target_folders": str})
         config._validate()
         return config
 
