@@ -82,6 +82,14 @@ def unwrap_handle(handle: Handle) -> int:
     return handle.value * 2
 
 
+def plot(summary: dict[str, float]):
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(2, 2))
+    figure.subplots().bar(list(summary), list(summary.values()))
+    return figure
+
+
 def add_one(x: int) -> int:
     return x + 1
 
@@ -270,6 +278,15 @@ class TestOnSharedRay:
 
         assert_same_results(expected, diamond_results(catalog, result))
         assert ray.is_initialized()  # a connection the runner did not open is left open
+
+    def test_figures_from_a_worker_are_saved_on_the_driver(self, tmp_path):
+        # ray.get maps a figure's numpy buffers read-only; savefig writes into them
+        from kedro_datasets.matplotlib import MatplotlibDataset
+
+        catalog = DataCatalog({"summary": MemoryDataset({"a": 1.0, "b": 2.0}),
+                               "figure": MatplotlibDataset(filepath=str(tmp_path / "figure.png"))})
+        RayRunner().run(Pipeline([Node(plot, "summary", "figure", name="plot")]), catalog)
+        assert (tmp_path / "figure.png").stat().st_size > 1000
 
     def test_async_loading_and_saving_gives_the_same_outputs(self, tmp_path):
         expected_catalog = diamond_catalog(tmp_path / "sequential")

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import ray
+from ray import cloudpickle
 from kedro.framework.hooks.manager import _NullPluginManager
 from kedro.io import MemoryDataset
 from kedro.runner import AbstractRunner
@@ -467,7 +468,7 @@ class _PipelineRun:
         keep_as_ref = {name for name in names if name in self.ref_passed and not self.runner._materialize}
         fetch = [name for name in names if name not in keep_as_ref]
         outputs: dict[str, Any] = {name: refs[name] for name in keep_as_ref}
-        outputs.update(zip(fetch, ray.get([refs[name] for name in fetch])))
+        outputs.update(zip(fetch, (_owned(value) for value in ray.get([refs[name] for name in fetch]))))
         outputs = {name: outputs[name] for name in names}
         for name in names:
             if name in self.ref_passed:
@@ -537,6 +538,13 @@ class _PipelineRun:
             self._after_node_run(running, outputs)
             self._save(node, outputs)
         self._finish(node)
+
+
+def _owned(value: Any) -> Any:
+    """``value`` with buffers of its own: ``ray.get`` maps numpy buffers read-only from the object store, and
+    savers that write into what they save (matplotlib's ``savefig`` on a figure's arrays) fail on those."""
+    # protocol 4: numpy rebuilds arrays from a copy of their bytes, writable (5 would keep the read-only flag)
+    return cloudpickle.loads(cloudpickle.dumps(value, protocol=4))
 
 
 def _consume_errors(refs: list[ray.ObjectRef]) -> None:

@@ -45,7 +45,8 @@ TINY_CLIP = {
                "vision_config": {"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64,
                                  "num_hidden_layers": 1, "num_attention_heads": 2},
                "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                               "num_attention_heads": 2, "vocab_size": 100}},
+                               "num_attention_heads": 2, "vocab_size": 100, "bos_token_id": 0,
+                               "eos_token_id": 2, "pad_token_id": 1}},
 }
 PARAMS = {
     "models": {"segmenter": {"backend": "classical", "min_area": 150, "max_masks": 9}, "clip_model": TINY_CLIP},
