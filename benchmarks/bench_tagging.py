@@ -149,7 +149,7 @@ def demo_tagging_params() -> dict[str, Any]:
     return base
 
 
-def bench_embedding(shards: int, samples_per_shard: int, replicas: int) -> dict[str, Any]:
+def bench_embedding(shards: int, samples_per_shard: int, replicas: int, cpus_per_replica: int) -> dict[str, Any]:
     """Source crops/s in process vs on a Ray Data actor pool, same models, batches and shards."""
     import tempfile
 
@@ -165,6 +165,7 @@ def bench_embedding(shards: int, samples_per_shard: int, replicas: int) -> dict[
     segmenter, model = params["models"]["segmenter"], params["models"]["clip_model"]
     batch_images, batch_clips = params["batching"]["batch_images"], params["batching"]["batch_clips"]
     result: dict[str, Any] = {"shards": shards, "samples": shards * samples_per_shard, "replicas": replicas,
+                              "cpus_per_replica": cpus_per_replica,
                               "batch_images": batch_images, "batch_clips": batch_clips}
     with tempfile.TemporaryDirectory() as scratch:
         source, tags, _, _ = generate_tagging_samples({"num_shards": shards, "samples_per_shard": samples_per_shard,
@@ -180,7 +181,7 @@ def bench_embedding(shards: int, samples_per_shard: int, replicas: int) -> dict[
         def on_ray(shards: list[str]) -> int:
             return sum(len(table) for _, table in iter_source_tables_ray(
                 view, shards, segmenter, model, batch_images=batch_images, batch_clips=batch_clips,
-                num_replicas=replicas, num_cpus_per_replica=1, device="cpu"))
+                num_replicas=replicas, num_cpus_per_replica=cpus_per_replica, device="cpu"))
 
         started = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
@@ -216,7 +217,7 @@ def print_embedding(e: dict[str, Any]) -> None:
     def after_startup(run: dict[str, Any]) -> float:
         return (run["crops"] - run["one_shard_crops"]) / max(run["seconds"] - run["one_shard_s"], 1e-9)
 
-    for name, label in (("in_process", "in process"), ("ray_data", f"Ray Data, {e['replicas']} replicas x 1 CPU")):
+    for name, label in (("in_process", "in process"), ("ray_data", f"Ray Data, {e['replicas']} replica(s) x {e['cpus_per_replica']} CPU")):
         run = e[name]
         print(f"    {label:<34} {run['one_shard_s']:>9.1f} {run['seconds']:>7.1f} {e['samples'] / run['seconds']:>10.1f} "
               f"{run['crops'] / run['seconds']:>8.1f} {base['seconds'] / run['seconds']:>9.2f}x "
@@ -234,7 +235,8 @@ def main() -> None:
     parser.add_argument("--skip-faiss", action="store_true", help="do not run part 1 (faiss)")
     parser.add_argument("--shards", type=int, default=4, help="source tar shards for the embedding part")
     parser.add_argument("--samples-per-shard", type=int, default=64)
-    parser.add_argument("--replicas", type=int, default=2, help="Ray actor pool size (1 CPU each)")
+    parser.add_argument("--replicas", type=int, default=1, help="Ray actor pool size")
+    parser.add_argument("--cpus-per-replica", type=int, default=2, help="CPUs (and torch threads) per replica")
     parser.add_argument("--skip-embedding", action="store_true", help="do not run part 2 (embedding)")
     args = parser.parse_args()
     if not 1 <= args.queries <= args.vectors:
@@ -245,7 +247,7 @@ def main() -> None:
         print_faiss(bench_faiss(args.vectors, args.dim, args.queries, args.clusters, args.seed, args.repeats))
 
     if not args.skip_embedding:
-        print_embedding(bench_embedding(args.shards, args.samples_per_shard, args.replicas))
+        print_embedding(bench_embedding(args.shards, args.samples_per_shard, args.replicas, args.cpus_per_replica))
 
 
 if __name__ == "__main__":

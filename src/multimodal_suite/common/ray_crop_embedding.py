@@ -24,31 +24,12 @@ import torch
 from .crop_embedding import CropEmbedder, crop_pipeline_hash
 from .models import ModelSpec, load_model
 from .ray_encoding import ray_connection
+from .ray_shard_reader import NO_END, read_shard_rows
 from .segmentation import SegmenterConfig
-from .source_crops import ROW_COLUMNS, rows_to_table, sample_rows, shard_problems
-from .webdataset_shards import SampleProblem, WebDatasetShards
+from .source_crops import ROW_COLUMNS, rows_to_table, sample_rows
+from .webdataset_shards import WebDatasetShards
 
 logger = logging.getLogger(__name__)
-
-NO_END = -1
-
-
-def read_shard_rows(view: WebDatasetShards, item: dict[str, Any]) -> list[dict[str, Any]]:
-    """Ray ``flat_map``: one shard name → its samples, its problems (one row per sample) and an end marker."""
-    shard = str(item["shard"])
-    problems: list[SampleProblem] = []
-    rows: list[dict[str, Any]] = []
-    for sample in view.iter_samples(shard, on_problem=problems.append):
-        rows.append({"shard": shard, "seq": len(rows), "sample_key": sample.key, "image": sample.image_bytes,
-                     "tags_json": json.dumps(sample.tags), "problem": "", "end_total": NO_END})
-    seen = {str(row["sample_key"]) for row in rows}
-    for sample_key, reason in shard_problems(view, shard, problems, seen).items():
-        rows.append({"shard": shard, "seq": len(rows), "sample_key": sample_key, "image": b"",
-                     "tags_json": "null", "problem": reason, "end_total": NO_END})
-    rows.append({"shard": shard, "seq": len(rows), "sample_key": "", "image": b"", "tags_json": "null",
-                 "problem": "", "end_total": len(rows)})
-    return rows
-
 
 class CropEmbedActor:
     """One replica of the actor pool: segmenter + image model, loaded once, applied batch after batch.

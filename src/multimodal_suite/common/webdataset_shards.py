@@ -420,3 +420,28 @@ class WebDatasetShards:
             report(SampleProblem(shard, key, f"{error}; kept without tags"))
             tags = None
         return Sample(key, shard, image_bytes, image_ext, meta, tags, row)
+
+
+def problem_sample_key(problem: SampleProblem, number: int) -> str:
+    """The sample key an error row is filed under; a problem that names no sample gets a numbered placeholder."""
+    return problem.key or f"{problem.shard}#unreadable-{number}"
+
+
+def shard_problems(
+    view: WebDatasetShards, shard: str, problems: Sequence[SampleProblem], seen: set[str]
+) -> dict[str, str]:
+    """``{sample key: reason}`` for every sample of ``shard`` that was not read: the reader's problems (reasons of
+    a sample reported more than once joined by "; "), and samples the shard's parquet lists as downloaded that the
+    tar does not hold (lost to a truncated archive)."""
+    merged: dict[str, list[str]] = {}
+    for number, problem in enumerate(problems):
+        merged.setdefault(problem_sample_key(problem, number), []).append(problem.reason)
+    try:
+        listed = view.metadata_rows(shard) or {}
+    except Exception as error:  # noqa: BLE001 - an unreadable parquet must not stop the shard's samples
+        merged.setdefault(f"{shard}#parquet", []).append(f"metadata parquet unreadable: {type(error).__name__}")
+        listed = {}
+    for key, row in listed.items():
+        if key not in seen and key not in merged and row.get("status", "success") == "success":
+            merged[key] = ["listed in the shard's parquet but not in the tar (truncated or corrupt archive)"]
+    return {key: "; ".join(dict.fromkeys(reasons)) for key, reasons in merged.items()}
