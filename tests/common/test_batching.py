@@ -63,3 +63,16 @@ def test_result_count_mismatch_is_an_error():
 def test_recognises_cpu_allocator_oom_message():
     assert is_oom_error(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"))
     assert not is_oom_error(RuntimeError("shape mismatch"))
+
+
+def test_padded_budget_groups_bound_items_times_longest():
+    from multimodal_suite.common.batching import padded_budget_groups
+
+    lengths = [300, 10, 120, 60, 60, 5, 200]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    groups = padded_budget_groups(order, lengths, max_padded=250)
+    assert [i for group in groups for i in group] == order  # every item once, in order
+    assert groups[0] == [0]  # longer than the budget: alone
+    for group in groups[1:]:
+        assert len(group) * max(lengths[i] for i in group) <= 250
+    assert groups == [[0], [6], [2, 3], [4, 1, 5]]

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from multimodal_suite.common.device import autocast_context, autocast_dtype, pick_device
-from multimodal_suite.common.encoding import encode_images, encode_texts
+from multimodal_suite.common.encoding import token_lengths, encode_images, encode_texts
 from multimodal_suite.common.models import ModelSpec, ModelUnavailableError, load_model
 
 TINY_SIGLIP = {
@@ -75,6 +75,16 @@ def test_bundled_minilm_embeds_offline(monkeypatch):
                           batch_size=2, progress=None)
     vectors = result.embeddings / np.linalg.norm(result.embeddings, axis=1, keepdims=True)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2  # real semantic weights, not random
+
+
+def test_token_budget_batches_give_the_same_vectors_in_input_order():
+    loaded = load_model({"source": "bundled", "name": "all-MiniLM-L6-v2"})
+    texts = ["word " * n for n in (3, 200, 1, 40, 90, 7, 0, 300)]
+    one_by_one = encode_texts(loaded, texts, batch_size=1, max_batch_tokens=None, progress=None).embeddings
+    budgeted = encode_texts(loaded, texts, batch_size=8, max_batch_tokens=256, progress=None).embeddings
+    np.testing.assert_allclose(budgeted, one_by_one, atol=1e-5)
+    lengths = token_lengths(loaded, texts)
+    assert max(lengths) == loaded.module.max_seq_length and lengths[6] == 2  # [CLS] [SEP] for the empty text
 
 
 def test_encode_images_flags_undecodable_and_keeps_order():

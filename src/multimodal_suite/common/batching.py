@@ -89,3 +89,19 @@ class DynamicBatcher:
         for _, results in self.iter_batches(items, fn):
             out.extend(results)
         return out
+
+
+def padded_budget_groups(order: Sequence[int], lengths: Sequence[int], max_padded: int) -> list[list[int]]:
+    """Split ``order`` (item positions sorted longest first) into consecutive groups whose padded size, items x
+    the group's longest length, stays within ``max_padded``; an item longer than the budget is a group alone."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for position in order:
+        longest = lengths[current[0]] if current else lengths[position]
+        if current and (len(current) + 1) * max(longest, 1) > max_padded:
+            groups.append(current)
+            current = []
+        current.append(position)
+    if current:
+        groups.append(current)
+    return groups

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .batching import DynamicBatcher
+from .batching import DynamicBatcher, padded_budget_groups
 from .device import autocast_context, autocast_dtype, pick_device
 from .images import ImageDecodeError, decode_image, resize_for_model, to_pixel_values
 from .models import LoadedModel
@@ -137,15 +137,35 @@ def encode_images(
     return EncodeResult(out, failures)
 
 
+def token_lengths(loaded: LoadedModel, texts: Sequence[str]) -> list[int]:
+    """Tokens per text as the model sees them (special tokens included, cut at its ``max_seq_length``)."""
+    module = loaded.module
+    tokenizer = getattr(module, "tokenizer", None)
+    limit = int(getattr(module, "max_seq_length", 0) or 0) or None
+    if tokenizer is None:
+        lengths = [len(text) // 4 + 2 for text in texts]  # ~4 characters a token for English text
+    else:
+        lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, truncation=False,
+                                                  verbose=False)["input_ids"]]
+    return [min(length, limit) if limit else length for length in lengths]
+
+
 def encode_texts(
     loaded: LoadedModel,
     texts: Sequence[str],
     *,
     batch_size: int = 64,
+    max_batch_tokens: int | None = 1024,
     device: str | None = "auto",
     progress: str | None = "texts",
 ) -> EncodeResult:
-    """Embed texts with a sentence-transformers model in adaptive batches → float32 [len(texts), D]."""
+    """Embed texts with a sentence-transformers model in adaptive batches → float32 [len(texts), D].
+
+    Texts run longest first, so a batch pads to similar lengths (padding is most of the cost on uneven OCR text)
+    and an OOM, if any, happens at the start. A batch holds at most ``batch_size`` texts and, when
+    ``max_batch_tokens`` is set, at most that many padded tokens: on a CPU, 64 texts padded to 256 tokens run
+    slower than one at a time, while short texts gain from large batches.
+    """
     torch_device = pick_device(device)
     module = loaded.module.to(torch_device)
     out = np.zeros((len(texts), loaded.output_dim), dtype=np.float32)
@@ -157,11 +177,13 @@ def encode_texts(
                                     show_progress_bar=False, device=str(torch_device))
         return list(vectors.astype(np.float32))
 
-    # Longest first, so each batch pads to similar lengths (padding is most of the cost on uneven OCR text) and an
-    # OOM, if any, happens at the start.
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-    for batch, results in DynamicBatcher(batch_size).iter_batches(order, run_batch):
-        out[list(batch)] = np.stack(results)
-        bar.update(len(batch))
+    lengths = token_lengths(loaded, texts)
+    order = sorted(range(len(texts)), key=lambda i: lengths[i], reverse=True)
+    groups = padded_budget_groups(order, lengths, max_batch_tokens) if max_batch_tokens else [order]
+    batcher = DynamicBatcher(batch_size)
+    for group in groups:
+        for batch, results in batcher.iter_batches(group, run_batch):
+            out[list(batch)] = np.stack(results)
+            bar.update(len(batch))
     bar.close()
     return EncodeResult(out)

@@ -219,6 +219,7 @@ def embed_page_texts(
     bar = tqdm(total=len(todo), desc="embed page texts", unit="page")
     for chunk in _chunks(todo, int(params.get("part_size", 512))):
         result = encode_texts(loaded, list(chunk["ocr_text"]), batch_size=int(params.get("text_batch_size", 64)),
+                              max_batch_tokens=params.get("text_max_batch_tokens", 1024),
                               device=params.get("device", "auto"), progress=None)
         rows = chunk[["text_key", "book_id", "page_index"]].rename(columns={"text_key": "key"}).reset_index(drop=True)
         bar.update(len(chunk))
