@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from multimodal_suite.common.device import autocast_context, autocast_dtype, pick_device
-from multimodal_suite.common.encoding import token_lengths, encode_images, encode_texts
+from multimodal_suite.common.encoding import encode_images, encode_texts, token_lengths
 from multimodal_suite.common.models import ModelSpec, ModelUnavailableError, load_model
 
 TINY_SIGLIP = {
