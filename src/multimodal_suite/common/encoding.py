@@ -48,7 +48,7 @@ def image_features(loaded: LoadedModel, pixel_values: torch.Tensor) -> torch.Ten
 def prepare_image(load: Callable[[], bytes], size: int) -> np.ndarray | str:
     """Read, decode and resize one image → uint8 [size, size, 3], or the reason it cannot be used (a string)."""
     try:
-        return resize_for_model(decode_image(load()), size)
+        return resize_for_model(decode_image(load(), min_size=size), size)
     except ImageDecodeError as error:
         return str(error)
     except OSError as error:  # the file vanished or is unreadable

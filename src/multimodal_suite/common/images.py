@@ -13,15 +13,20 @@ class ImageDecodeError(ValueError):
     """An image's bytes cannot be decoded (empty, truncated, not an image)."""
 
 
-def decode_image(data: bytes) -> Image.Image:
+def decode_image(data: bytes, min_size: int | None = None) -> Image.Image:
     """Decode ``data`` fully into an RGB image; raise :class:`ImageDecodeError` with the reason otherwise.
 
     ``Image.open`` is lazy, so ``load()`` is forced here: a truncated JPEG fails now, not inside a worker later.
+    With ``min_size``, a JPEG is decoded at the smallest of libjpeg's 1/2, 1/4, 1/8 scales that keeps both sides
+    at least ``min_size`` pixels (``Image.draft``): a model that resizes to ``min_size`` anyway loses nothing, and
+    decoding gets several times cheaper.
     """
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if min_size:
+                image.draft("RGB", (min_size, min_size))
             image.load()
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
