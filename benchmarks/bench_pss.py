@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +59,7 @@ def bench_classification(books: int, workdir: Path, peak: float) -> dict[str, fl
     rng = np.random.default_rng(0)
     lengths = rng.integers(30, 120, size=books).tolist()
     visual_dim, text_dim = 1152, 1024
-    index_rows, image_rows, text_rows = [], [], []
+    index_rows = []
     for b, n in enumerate(lengths):
         for p in range(n):
             index_rows.append({"book_id": f"b{b:05d}", "page_index": p, "image_key": f"i{b}_{p}",

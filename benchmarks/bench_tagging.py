@@ -16,7 +16,6 @@ Usage: python benchmarks/bench_tagging.py [--vectors 1000000] [--dim 256] [--que
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from kedro.io import DataCatalog, DatasetError
 
-from multimodal_suite.datasets.comic_books import SAMPLE_MARKER, ComicBookFolderDataset
+from multimodal_suite.datasets.comic_books import ComicBookFolderDataset
+from multimodal_suite.datasets.generated_folder import SAMPLE_MARKER
 
 
 def _files(book_id: str, pages: int, padded: bool = True) -> dict[str, bytes]:

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from kedro.io import DataCatalog, DatasetError
 
-from multimodal_suite.datasets.sample_files import SAMPLE_MARKER, SampleFilesDataset
+from multimodal_suite.datasets.generated_folder import SAMPLE_MARKER
+from multimodal_suite.datasets.sample_files import SampleFilesDataset
 
 FILES = {
     "shard-000001.tar": b"tar one",

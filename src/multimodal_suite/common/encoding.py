@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -93,7 +93,7 @@ def encode_images(
         raise ValueError(f"model {loaded.spec.describe()} has no image size; is it an image encoder?")
     torch_device = pick_device(device)
     dtype = autocast_dtype(torch_device, mixed_precision)
-    module = loaded.module.to(torch_device)
+    loaded.module.to(torch_device)
     out = np.zeros((len(loaders), loaded.output_dim), dtype=np.float32)
     failures: dict[int, str] = {}
     positions = list(range(len(loaders)))

@@ -17,7 +17,7 @@ import fsspec
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 from PIL import Image, ImageDraw, ImageFont
 
-from multimodal_suite.datasets.generated_folder import SAMPLE_MARKER, prepare_generated_folder, write_bytes
+from multimodal_suite.datasets.generated_folder import prepare_generated_folder, write_bytes
 from multimodal_suite.common.books import IMAGE_EXTENSIONS, ComicBook, book_from_files, scan_books
 
 try:  # kedro-viz renders this type as an image (base64 PNG); the string is the same without it

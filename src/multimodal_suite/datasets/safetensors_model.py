@@ -10,7 +10,6 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import fsspec
-import torch
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 from safetensors.torch import load_file, save_file
 

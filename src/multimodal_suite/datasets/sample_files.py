@@ -17,7 +17,7 @@ from typing import Any
 import fsspec
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 
-from multimodal_suite.datasets.generated_folder import SAMPLE_MARKER, prepare_generated_folder, write_bytes
+from multimodal_suite.datasets.generated_folder import prepare_generated_folder, write_bytes
 
 try:
     from kedro_datasets._typing import TablePreview

@@ -4,11 +4,9 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from multimodal_suite.common.annotations import IGNORE_LABEL, NUM_CLASSES
 from multimodal_suite.datasets import ComicBookFolderDataset, EmbeddingShardDataset
 from multimodal_suite.pipelines.pss import nodes
 

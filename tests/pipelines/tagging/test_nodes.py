@@ -3,7 +3,6 @@ index, target folder tagging, re-tagging without re-segmenting, the Ray Data eng
 from __future__ import annotations
 
 import copy
-import json
 import os
 from pathlib import Path
 
