@@ -24,7 +24,7 @@ from .batching import DynamicBatcher
 from .device import autocast_dtype, pick_device
 from .encoding import embed_prepared
 from .hashing import hash_object
-from .images import ImageDecodeError, decode_image
+from .images import ImageDecodeError, decode_image, resize_for_model
 from .models import LoadedModel, ModelSpec, load_model
 from .segmentation import Crop, Segmenter, SegmenterConfig, build_segmenter, crop_objects
 
@@ -45,9 +45,6 @@ def decode_rgb(data: bytes) -> np.ndarray:
     return np.asarray(decode_image(data), dtype=np.uint8)
 
 
-def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:
-    """A crop of any shape → [size, size, 3] uint8, bicubic (the model's square input)."""
-    return np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
 
 
 def segment_images(segmenter: Segmenter, images: Sequence[bytes]) -> list[list[Crop] | str]:
@@ -99,7 +96,7 @@ class CropEncoder:
         if not crops:
             return np.zeros((0, self.dim), dtype=np.float32)
         size = int(self.model.image_size)
-        resized = [resize_crop(crop, size) for crop in crops]
+        resized = [resize_for_model(Image.fromarray(crop), size) for crop in crops]
         vectors = self.batcher.map(
             list(range(len(resized))),
             lambda rows: list(embed_prepared(self.model, [resized[i] for i in rows], self.device, self.dtype)),

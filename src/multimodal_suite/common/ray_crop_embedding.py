@@ -22,7 +22,7 @@ import ray.data
 import torch
 
 from .crop_embedding import CropEmbedder, crop_pipeline_hash
-from .models import ModelSpec, load_model
+from .models import ModelSpec
 from .ray_encoding import ray_connection
 from .ray_shard_reader import NO_END, read_shard_rows
 from .segmentation import SegmenterConfig
@@ -114,7 +114,6 @@ def iter_source_tables_ray(
     segmenter_config = SegmenterConfig.from_dict(segmenter)
     parsed = ModelSpec.parse(model)
     pipeline_hash = crop_pipeline_hash(segmenter_config, parsed)
-    dim = load_model(parsed).output_dim  # the driver needs the width for empty shards; the model is small to load
     started = time.perf_counter()
     with ray_connection(address, num_cpus=num_cpus, num_gpus=num_gpus, object_store_bytes=object_store_bytes):
         dataset = ray.data.from_items([{"shard": shard} for shard in shards], override_num_blocks=len(shards))
@@ -138,6 +137,7 @@ def iter_source_tables_ray(
         for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
             for shard, seq, end_total, record, vector in zip(batch["shard"], batch["seq"], batch["end_total"],
                                                              batch["record"], batch["embedding"]):
+                dim = len(vector)  # every row, end markers included, carries a vector of the model's width
                 state = pending.setdefault(str(shard), {"rows": [], "seen": set(), "total": None})
                 if end_total != NO_END:
                     state["total"] = int(end_total)

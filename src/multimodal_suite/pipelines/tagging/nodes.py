@@ -114,10 +114,11 @@ def embed_source_crops(
     crops = samples = 0
     for shard, table in tables:
         ok = table.rows["error"] == ""
-        crops += int(ok.sum())
-        samples += table.rows.loc[ok, "sample_key"].nunique() + int((~ok).sum())
-        logger.info("%s: %d crops of %d samples, %d unusable samples", shard, int(ok.sum()),
-                    table.rows.loc[ok, "sample_key"].nunique(), int((~ok).sum()))
+        shard_crops, unusable = int(ok.sum()), int((~ok).sum())
+        shard_samples = table.rows.loc[ok, "sample_key"].nunique()
+        crops += shard_crops
+        samples += shard_samples + unusable
+        logger.info("%s: %d crops of %d samples, %d unusable samples", shard, shard_crops, shard_samples, unusable)
         yield table
     elapsed = time.perf_counter() - started
     logger.info("Source: %d shards, %d samples, %d crops in %.1f s (%.1f samples/s, %.1f crops/s; engine %s)",
@@ -177,7 +178,8 @@ def build_tag_index(source_crop_embeddings, params: Mapping[str, Any]) -> IndexB
     if not len(source_crop_embeddings):
         raise ValueError("no source crop embeddings to index; run `kedro run --pipeline tagging_source` first")
     usable = _usable_rows(source_crop_embeddings)
-    vectors = source_crop_embeddings.to_table().embeddings[usable["embedding_id"].to_numpy()].astype(np.float32)
+    # only the crops' vectors are read (memory-mapped parts), not the error rows' zero vectors
+    vectors = source_crop_embeddings.get(usable["key"].tolist()).astype(np.float32)
     bundle = build_index(
         vectors, usable["embedding_id"].to_numpy(), index_params.get("factory", "auto"),
         train_sample=int(index_params.get("train_sample", 100_000)), seed=int(index_params.get("seed", 0)),
@@ -270,9 +272,10 @@ def embed_target_crops(
         logger.info("Target crops: all %d embeddings stored, nothing to compute", len(target_crop_table))
         return EmbeddingTable.empty(target_crop_embeddings_cache.dim or 0)
     target = params.get("target", {})
-    encoder = CropEncoder(params["models"]["clip_model"], batch_clips=int(params.get("batching", {}).get("batch_clips", 64)),
-                                      device=target.get("device", "auto"),
-                                      mixed_precision=bool(target.get("mixed_precision", True)))
+    encoder = CropEncoder(params["models"]["clip_model"],
+                          batch_clips=int(params.get("batching", {}).get("batch_clips", 64)),
+                          device=target.get("device", "auto"),
+                          mixed_precision=bool(target.get("mixed_precision", True)))
     started = time.perf_counter()
     pixels = [decode_rgb(tagging_target_crops[name]()) for name in pending["crop_file"]]
     vectors = encoder.embed_crops(pixels)
