@@ -37,7 +37,7 @@ import ray
 import torch
 import yaml
 
-from multimodal_suite.common.books import PageRef
+from multimodal_suite.common.comics.books import PageRef
 from multimodal_suite.common.encoding import encode_images
 from multimodal_suite.common.models import load_model
 from multimodal_suite.common.ray_encoding import default_object_store_bytes, encode_images_ray

@@ -154,9 +154,9 @@ def bench_embedding(shards: int, samples_per_shard: int, replicas: int, cpus_per
 
     import ray
 
-    from multimodal_suite.common.crop_embedding import CropEmbedder
-    from multimodal_suite.common.ray_crop_embedding import iter_source_tables_ray
-    from multimodal_suite.common.source_crops import iter_source_tables
+    from multimodal_suite.pipelines.tagging.crops import CropEmbedder
+    from multimodal_suite.pipelines.tagging.ray_source_crops import iter_source_tables_ray
+    from multimodal_suite.pipelines.tagging.source_crops import iter_source_tables
     from multimodal_suite.datasets import SampleFilesDataset, WebDatasetShardsDataset
     from multimodal_suite.pipelines.demo_data.tagging_samples import generate_tagging_samples
 

@@ -12,8 +12,8 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from PIL import Image
 
-from multimodal_suite.common.annotations import CLASS_INDEX, IGNORE_LABEL, book_page_labels, labels_table
-from multimodal_suite.datasets.comic_books import ComicBookFolderDataset
+from multimodal_suite.common.comics.annotations import CLASS_INDEX, IGNORE_LABEL, book_page_labels, labels_table
+from multimodal_suite.datasets.comic_books_dataset import ComicBookFolderDataset
 from multimodal_suite.pipelines.demo_data import create_pipeline
 from multimodal_suite.pipelines.demo_data.nodes import DemoBooksConfig, generate_comic_books, plan_books
 

@@ -15,8 +15,8 @@ from kedro.runner import SequentialRunner
 from PIL import Image
 
 from multimodal_suite.common.webdataset_shards import SampleProblem
-from multimodal_suite.datasets.sample_files import SampleFilesDataset
-from multimodal_suite.datasets.webdataset_shards import WebDatasetShardsDataset
+from multimodal_suite.datasets.sample_files_dataset import SampleFilesDataset
+from multimodal_suite.datasets.webdataset_shards_dataset import WebDatasetShardsDataset
 from multimodal_suite.pipelines.demo_data import create_pipeline
 from multimodal_suite.pipelines.demo_data.tagging_samples import (
     CELL_MARGIN,

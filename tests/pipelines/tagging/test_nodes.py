@@ -234,9 +234,9 @@ def test_dimension_mismatch_between_index_and_target_is_a_clear_error(collection
 def test_ray_data_engine_gives_the_same_tables(collection):
     import ray
 
-    from multimodal_suite.common.crop_embedding import CropEmbedder
-    from multimodal_suite.common.ray_crop_embedding import iter_source_tables_ray
-    from multimodal_suite.common.source_crops import iter_source_tables
+    from multimodal_suite.pipelines.tagging.crops import CropEmbedder
+    from multimodal_suite.pipelines.tagging.ray_source_crops import iter_source_tables_ray
+    from multimodal_suite.pipelines.tagging.source_crops import iter_source_tables
 
     root, _, _ = collection
     view = source_view(root)

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from multimodal_suite.common.annotations import CLASS_INDEX, CLASS_NAMES, IGNORE_LABEL, RANGE_ORDER
+from multimodal_suite.common.comics.annotations import CLASS_INDEX, CLASS_NAMES, IGNORE_LABEL, RANGE_ORDER
 
 logger = logging.getLogger(__name__)
 
@@ -492,7 +492,7 @@ STORY_LENGTH_WEIGHTS = [12, 4, 3, 5, 8, 13, 13, 8, 4, 4, 2, 3, 2, 1, 1]
 class BookPlan:
     """One sample book: page classes (ground truth), per-page story context, and its CoSMo record.
 
-    ``labels`` is what :func:`~multimodal_suite.common.annotations.book_page_labels` must read back from
+    ``labels`` is what :func:`~multimodal_suite.common.comics.annotations.book_page_labels` must read back from
     ``annotation`` for the book's true length (the deliberately broken ranges only add rejects).
     """
 

@@ -38,7 +38,7 @@ from matplotlib.patches import Patch
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from multimodal_suite.common.annotations import IGNORE_LABEL
+from multimodal_suite.common.comics.annotations import IGNORE_LABEL
 
 # tab10 without its grey, so that grey is left for unlabelled pages
 CLASS_COLOURS: tuple[str, ...] = (

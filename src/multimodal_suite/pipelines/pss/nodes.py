@@ -16,8 +16,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
-from multimodal_suite.common.annotations import CLASS_NAMES, IGNORE_LABEL, NUM_CLASSES, labels_table
-from multimodal_suite.common.books import ComicBook
+from multimodal_suite.common.comics.annotations import CLASS_NAMES, IGNORE_LABEL, NUM_CLASSES, labels_table
+from multimodal_suite.common.comics.books import ComicBook
 from multimodal_suite.common.device import autocast_context, autocast_dtype, pick_device
 from multimodal_suite.common.embeddings import EmbeddingTable
 from multimodal_suite.common.encoding import encode_images, encode_texts

@@ -16,7 +16,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from multimodal_suite.common.crop_embedding import (
+from multimodal_suite.pipelines.tagging.crops import (
     CropEmbedder,
     CropEncoder,
     crop_pipeline_hash,
@@ -27,9 +27,9 @@ from multimodal_suite.common.embeddings import EmbeddingTable
 from multimodal_suite.common.faiss_index import IndexBundle
 from multimodal_suite.common.hashing import content_key
 from multimodal_suite.common.models import ModelSpec
-from multimodal_suite.common.segmentation import build_segmenter
+from multimodal_suite.pipelines.tagging.segmentation import build_segmenter
 from multimodal_suite.common.rejects import Rejects
-from multimodal_suite.common.source_crops import iter_source_tables
+from multimodal_suite.pipelines.tagging.source_crops import iter_source_tables
 from multimodal_suite.common.vector_index import build_index, search_batched
 from multimodal_suite.common.webdataset_shards import WebDatasetShards
 
@@ -69,7 +69,7 @@ def embed_source_crops(
     processed; a shard already stored for this segmenter + model configuration is skipped, so an interrupted run
     resumes at the first unfinished shard. ``source.engine`` picks ``in_process`` (default) or ``ray_data`` (an
     actor pool of ``source.ray.num_replicas`` segmenter + CLIP replicas). Unusable samples become error rows
-    (see :mod:`multimodal_suite.common.source_crops`).
+    (see :mod:`multimodal_suite.pipelines.tagging.source_crops`).
 
     Args:
         tagging_source_shards: the source collection.
@@ -94,7 +94,7 @@ def embed_source_crops(
     engine = source.get("engine", "in_process")
     started = time.perf_counter()
     if engine == "ray_data":
-        from multimodal_suite.common.ray_crop_embedding import iter_source_tables_ray
+        from multimodal_suite.pipelines.tagging.ray_source_crops import iter_source_tables_ray
 
         ray_params, hardware = source.get("ray") or {}, params.get("hardware") or {}
         store_gb = hardware.get("object_store_gb")

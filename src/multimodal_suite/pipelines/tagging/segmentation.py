@@ -41,10 +41,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .batching import DynamicBatcher
-from .device import pick_device
-from .hashing import hash_object
-from .models import ModelUnavailableError
+from multimodal_suite.common.batching import DynamicBatcher
+from multimodal_suite.common.device import pick_device
+from multimodal_suite.common.hashing import hash_object
+from multimodal_suite.common.models import ModelUnavailableError
 
 logger = logging.getLogger(__name__)
 

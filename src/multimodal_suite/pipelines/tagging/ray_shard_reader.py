@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .webdataset_shards import SampleProblem, WebDatasetShards, shard_problems
+from multimodal_suite.common.webdataset_shards import SampleProblem, WebDatasetShards, shard_problems
 
 NO_END = -1
 """``end_total`` of every row but a shard's end marker."""

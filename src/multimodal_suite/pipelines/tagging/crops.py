@@ -1,9 +1,9 @@
 """Segment → crop → embed: objects cut out of images and embedded with an image model (CLIP), one code path for
 every caller.
 
-:class:`CropEmbedder` holds a segmenter (:mod:`~multimodal_suite.common.segmentation`) and an image model
+:class:`CropEmbedder` holds a segmenter (:mod:`~multimodal_suite.pipelines.tagging.segmentation`) and an image model
 (:mod:`~multimodal_suite.common.models`) side by side, as one unit of work: the in-process loop, the Ray Data
-actor pool (:mod:`~multimodal_suite.common.ray_crop_embedding`) and the target-folder nodes all call it, so they
+actor pool (:mod:`~multimodal_suite.pipelines.tagging.ray_source_crops`) and the target-folder nodes all call it, so they
 give the same crops and the same vectors. Crops live in memory only; what is kept is up to the caller.
 
 Example::
@@ -20,12 +20,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from .batching import DynamicBatcher
-from .device import autocast_dtype, pick_device
-from .encoding import embed_prepared
-from .hashing import hash_object
-from .images import ImageDecodeError, decode_image, resize_for_model
-from .models import LoadedModel, ModelSpec, load_model
+from multimodal_suite.common.batching import DynamicBatcher
+from multimodal_suite.common.device import autocast_dtype, pick_device
+from multimodal_suite.common.encoding import embed_prepared
+from multimodal_suite.common.hashing import hash_object
+from multimodal_suite.common.images import ImageDecodeError, decode_image, resize_for_model
+from multimodal_suite.common.models import LoadedModel, ModelSpec, load_model
 from .segmentation import Crop, Segmenter, SegmenterConfig, build_segmenter, crop_objects
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class CropEmbedder:
     """A segmenter and an image model used together: images in, crops with embeddings out.
 
     Args:
-        segmenter: segmenter configuration (see :class:`~multimodal_suite.common.segmentation.SegmenterConfig`).
+        segmenter: segmenter configuration (see :class:`~multimodal_suite.pipelines.tagging.segmentation.SegmenterConfig`).
         model: image model spec (``clip``, ``siglip_vision`` or ``timm`` family).
         batch_clips: largest batch of crops the image model sees.
         device: ``auto`` (cuda → mps → cpu) or a torch device string, for the image model.

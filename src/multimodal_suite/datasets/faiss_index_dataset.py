@@ -32,7 +32,7 @@ from multimodal_suite.common.faiss_index import (
     to_cpu,
     to_search_device,
 )
-from multimodal_suite.datasets.embedding_shards import atomic_fs_path, write_json_atomic
+from multimodal_suite.datasets.embedding_shard_dataset import atomic_fs_path, write_json_atomic
 
 try:
     from kedro_datasets._typing import JSONPreview

@@ -7,7 +7,7 @@ import pytest
 from kedro.io import DataCatalog, DatasetError
 
 from multimodal_suite.datasets.generated_folder import SAMPLE_MARKER
-from multimodal_suite.datasets.sample_files import SampleFilesDataset
+from multimodal_suite.datasets.sample_files_dataset import SampleFilesDataset
 
 FILES = {
     "shard-000001.tar": b"tar one",
@@ -76,7 +76,7 @@ def test_hidden_files_are_not_listed(tmp_path: Path) -> None:
 def test_catalog_preview_and_missing_folder(tmp_path: Path) -> None:
     catalog = DataCatalog.from_config({
         "tagging_target_files": {
-            "type": "multimodal_suite.datasets.sample_files.SampleFilesDataset",
+            "type": "multimodal_suite.datasets.sample_files_dataset.SampleFilesDataset",
             "filepath": str(tmp_path / "target"),
         }
     })

@@ -13,7 +13,7 @@ from kedro.io import DataCatalog, DatasetError
 from kedro.pipeline import Node, Pipeline
 from kedro.runner import SequentialRunner
 
-import multimodal_suite.datasets.embedding_shards as embedding_shards_module
+import multimodal_suite.datasets.embedding_shard_dataset as embedding_shards_module
 from multimodal_suite.common.embeddings import EmbeddingShards, EmbeddingTable
 from multimodal_suite.datasets import EmbeddingShardDataset
 

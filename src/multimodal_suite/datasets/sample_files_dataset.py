@@ -46,13 +46,13 @@ class SampleFilesDataset(AbstractDataset[dict[str, bytes], dict[str, Callable[[]
 
         ```yaml
         tagging_target_images@files:
-          type: multimodal_suite.datasets.sample_files.SampleFilesDataset
+          type: multimodal_suite.datasets.sample_files_dataset.SampleFilesDataset
           filepath: data/01_raw/tagging_target
         ```
 
         Using the Python API:
 
-        >>> from multimodal_suite.datasets.sample_files import SampleFilesDataset
+        >>> from multimodal_suite.datasets.sample_files_dataset import SampleFilesDataset
         >>>
         >>> dataset = SampleFilesDataset(filepath=tmp_path / "samples")
         >>> dataset.save({"b/2.txt": b"two", "a.txt": b"one"})

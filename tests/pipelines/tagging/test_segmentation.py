@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from multimodal_suite.common.models import ModelUnavailableError
-from multimodal_suite.common.segmentation import (
+from multimodal_suite.pipelines.tagging.segmentation import (
     NEUTRAL_GREY,
     Crop,
     Mask,
@@ -254,7 +254,7 @@ def test_sam_backend_end_to_end_with_random_mobile_sam(caplog):
     config = SegmenterConfig(backend="sam", weights="random:mobile_sam", imgsz=256, device="cpu", min_area=0,
                              max_masks=4, sam_points_per_side=4, score_threshold=0.0, sam_pred_iou_thresh=0.0,
                              sam_stability_thresh=0.0)
-    with caplog.at_level(logging.WARNING, logger="multimodal_suite.common.segmentation"):
+    with caplog.at_level(logging.WARNING, logger="multimodal_suite.pipelines.tagging.segmentation"):
         segmenter = build_segmenter(config)
     assert "RANDOM weights" in caplog.text and "RANDOM weights" in segmenter.describe()
     images = [draw_shapes(size=(128, 96)), draw_shapes(size=(96, 72))]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from kedro.io import DataCatalog, DatasetError
 
-from multimodal_suite.datasets.comic_books import ComicBookFolderDataset
+from multimodal_suite.datasets.comic_books_dataset import ComicBookFolderDataset
 from multimodal_suite.datasets.generated_folder import SAMPLE_MARKER
 
 
@@ -85,7 +85,7 @@ def test_describe_preview_and_catalog(tmp_path: Path) -> None:
     catalog = DataCatalog.from_config(
         {
             "comic_books": {
-                "type": "multimodal_suite.datasets.comic_books.ComicBookFolderDataset",
+                "type": "multimodal_suite.datasets.comic_books_dataset.ComicBookFolderDataset",
                 "filepath": str(tmp_path / "books"),
             }
         }

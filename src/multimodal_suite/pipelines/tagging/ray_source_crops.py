@@ -2,9 +2,9 @@
 replicas hold the segmenter and the image model together.
 
 The dataflow is ``from_items(shards) → flat_map(read samples) → map_batches(CropEmbedActor, actor pool)``. Reading
-uses the same tolerant reader as the in-process path (:class:`~.webdataset_shards.WebDatasetShards`), so a corrupt
+uses the same tolerant reader as the in-process path (:class:`WebDatasetShards`), so a corrupt
 member or a truncated tar becomes an error row instead of failing the dataset; each replica calls the same
-:class:`~.crop_embedding.CropEmbedder` and :func:`~.source_crops.sample_rows`, so both paths give identical tables.
+:class:`~.crops.CropEmbedder` and :func:`~.source_crops.sample_rows`, so both paths give identical tables.
 Tables come back one shard at a time, as soon as every sample of the shard has come back (a shard's reader ends
 with a marker row carrying its sample count); crop images never leave the replica that cut them.
 """
@@ -21,13 +21,13 @@ import ray
 import ray.data
 import torch
 
-from .crop_embedding import CropEmbedder, crop_pipeline_hash
-from .models import ModelSpec
-from .ray_encoding import ray_connection
+from .crops import CropEmbedder, crop_pipeline_hash
+from multimodal_suite.common.models import ModelSpec
+from multimodal_suite.common.ray_encoding import ray_connection
 from .ray_shard_reader import NO_END, read_shard_rows
 from .segmentation import SegmenterConfig
 from .source_crops import ROW_COLUMNS, rows_to_table, sample_rows
-from .webdataset_shards import WebDatasetShards
+from multimodal_suite.common.webdataset_shards import WebDatasetShards
 
 logger = logging.getLogger(__name__)
 

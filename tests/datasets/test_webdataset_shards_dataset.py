@@ -19,7 +19,7 @@ from multimodal_suite.common.webdataset_shards import (
     image_problem,
     split_member_name,
 )
-from multimodal_suite.datasets.webdataset_shards import WebDatasetShardsDataset
+from multimodal_suite.datasets.webdataset_shards_dataset import WebDatasetShardsDataset
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange"]
 
@@ -218,7 +218,7 @@ def test_dataset_catalog_errors_and_preview(collection: tuple[Path, Path], tmp_p
     root, tags = collection
     catalog = DataCatalog.from_config({
         "source_shards": {
-            "type": "multimodal_suite.datasets.webdataset_shards.WebDatasetShardsDataset",
+            "type": "multimodal_suite.datasets.webdataset_shards_dataset.WebDatasetShardsDataset",
             "filepath": str(root), "tags_dir": str(tags), "end_shard": 2, "load_args": {"verify_images": False},
         }
     })

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from multimodal_suite.common.annotations import (
+from multimodal_suite.common.comics.annotations import (
     CLASS_NAMES,
     IGNORE_LABEL,
     NUM_CLASSES,

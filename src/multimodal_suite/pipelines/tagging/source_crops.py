@@ -1,6 +1,6 @@
 """A tagged source collection (webdataset shards) → one table of crop embeddings per shard, in process.
 
-Each sample is segmented, cut into crops in memory and embedded (:class:`~.crop_embedding.CropEmbedder`); only
+Each sample is segmented, cut into crops in memory and embedded (:class:`~.crops.CropEmbedder`); only
 the vectors and their metadata are kept. A shard's table has one row per crop:
 
 ``key`` (content hash of pipeline configuration, shard, sample key and crop id), ``shard``, ``sample_key``,
@@ -11,7 +11,7 @@ the vectors and their metadata are kept. A shard's table has one row per crop:
 A sample that cannot be used (corrupt member, undecodable image, the lost end of a truncated tar) becomes one row
 with ``crop_id`` −1, a zero vector and the reason in ``error``, so nothing is dropped silently, the rejects report
 reads it back from the stored shards, and a rerun knows the shard was finished. The Ray Data path
-(:mod:`~.ray_crop_embedding`) produces the same tables.
+(:mod:`~.ray_source_crops`) produces the same tables.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .crop_embedding import CropEmbedder, CropResult
-from .embeddings import EmbeddingTable
-from .hashing import content_key
-from .webdataset_shards import Sample, SampleProblem, WebDatasetShards, shard_problems
+from .crops import CropEmbedder, CropResult
+from multimodal_suite.common.embeddings import EmbeddingTable
+from multimodal_suite.common.hashing import content_key
+from multimodal_suite.common.webdataset_shards import Sample, SampleProblem, WebDatasetShards, shard_problems
 
 logger = logging.getLogger(__name__)
 

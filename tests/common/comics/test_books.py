@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from multimodal_suite.common.books import ComicBook, PageRef, book_from_files, natural_page_index, scan_books
+from multimodal_suite.common.comics.books import ComicBook, PageRef, book_from_files, natural_page_index, scan_books
 
 
 def _jpeg(color: tuple[int, int, int] = (200, 10, 10)) -> bytes:

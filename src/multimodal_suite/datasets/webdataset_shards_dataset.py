@@ -41,7 +41,7 @@ class WebDatasetShardsDataset(AbstractDataset[Any, WebDatasetShards]):
 
         ```yaml
         tagging_source_shards:
-          type: multimodal_suite.datasets.webdataset_shards.WebDatasetShardsDataset
+          type: multimodal_suite.datasets.webdataset_shards_dataset.WebDatasetShardsDataset
           filepath: data/01_raw/tagging_source
           tags_dir: data/01_raw/tagging_vlm_tags
           start_shard: 0
@@ -54,7 +54,7 @@ class WebDatasetShardsDataset(AbstractDataset[Any, WebDatasetShards]):
 
         >>> import io, json, tarfile
         >>> from PIL import Image
-        >>> from multimodal_suite.datasets.webdataset_shards import WebDatasetShardsDataset
+        >>> from multimodal_suite.datasets.webdataset_shards_dataset import WebDatasetShardsDataset
         >>>
         >>> image = io.BytesIO()
         >>> Image.new("RGB", (8, 8), "red").save(image, format="PNG")

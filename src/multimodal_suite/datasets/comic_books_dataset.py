@@ -1,6 +1,6 @@
 """``ComicBookFolderDataset``: a folder of comic books, one sub-folder of page images (+ JSON sidecars) per book.
 
-Loading lists files only and returns lazy :class:`~multimodal_suite.common.books.ComicBook` views; saving
+Loading lists files only and returns lazy :class:`~multimodal_suite.common.comics.books.ComicBook` views; saving
 writes generated sample books, and refuses to write into a folder it did not create.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 from PIL import Image, ImageDraw, ImageFont
 
 from multimodal_suite.datasets.generated_folder import prepare_generated_folder, write_bytes
-from multimodal_suite.common.books import IMAGE_EXTENSIONS, ComicBook, book_from_files, scan_books
+from multimodal_suite.common.comics.books import IMAGE_EXTENSIONS, ComicBook, book_from_files, scan_books
 
 try:  # kedro-viz renders this type as an image (base64 PNG); the string is the same without it
     from kedro_datasets._typing import ImagePreview
@@ -46,13 +46,13 @@ class ComicBookFolderDataset(AbstractDataset[dict[str, bytes], dict[str, ComicBo
 
         ```yaml
         comic_books:
-          type: multimodal_suite.datasets.comic_books.ComicBookFolderDataset
+          type: multimodal_suite.datasets.comic_books_dataset.ComicBookFolderDataset
           filepath: data/01_raw/comic_books
         ```
 
         Using the Python API:
 
-        >>> from multimodal_suite.datasets.comic_books import ComicBookFolderDataset
+        >>> from multimodal_suite.datasets.comic_books_dataset import ComicBookFolderDataset
         >>>
         >>> dataset = ComicBookFolderDataset(filepath=tmp_path / "books")
         >>> dataset.save({"0a1b2c3d/000.jpg": b"...", "0a1b2c3d/000.ocr.json": b'{"OCRResult": ""}'})

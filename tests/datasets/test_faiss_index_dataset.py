@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from kedro.io import DataCatalog, DatasetError
 
-import multimodal_suite.datasets.faiss_index as faiss_index_module
+import multimodal_suite.datasets.faiss_index_dataset as faiss_index_module
 from multimodal_suite.common.faiss_index import (
     IndexBundle,
     current_search_params,
