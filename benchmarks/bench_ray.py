@@ -40,7 +40,8 @@ import yaml
 from multimodal_suite.common.comics.books import PageRef
 from multimodal_suite.common.encoding import encode_images
 from multimodal_suite.common.models import load_model
-from multimodal_suite.common.ray_encoding import default_object_store_bytes, encode_images_ray
+from multimodal_suite.common.ray import RayOptions, local_init_kwargs
+from multimodal_suite.common.ray_encoding import encode_images_ray
 from multimodal_suite.pipelines.demo_data.nodes import generate_comic_books
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -111,7 +112,8 @@ def bench_encoding(num_images: int, mixed_precision: bool) -> list[tuple[str, fl
     for replicas, cpus_each in ([(1, float(cpus)), (cpus, 1.0)] if cpus > 1 else [(1, 1.0)]):
         engines.append((f"Ray Data {replicas} replica(s) x {cpus_each:g} CPU",
                         lambda loaders, r=replicas, c=cpus_each: encode_images_ray(
-                            spec, loaders, num_replicas=r, num_cpus_per_replica=c, **settings).embeddings))
+                            spec, loaders, options=RayOptions(num_replicas=r, num_cpus_per_replica=c),
+                            **settings).embeddings))
     rows: list[tuple[str, float, float, float, str]] = []
     with tempfile.TemporaryDirectory() as scratch:
         pages = write_pages(num_images, Path(scratch))
@@ -123,8 +125,7 @@ def bench_encoding(num_images: int, mixed_precision: bool) -> list[tuple[str, fl
         engines[0][1](loaders[:batch_size])
 
         started = time.perf_counter()
-        ray.init(address="local", num_cpus=cpus, object_store_memory=default_object_store_bytes(),
-                 include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", **local_init_kwargs(RayOptions(num_cpus=cpus), log_to_driver=False))
         ray_start_s = time.perf_counter() - started
         task_threads = ray.get(_task_torch_threads.remote())
         engines[1][1](loaders[:batch_size])  # Ray Data's own first-use set-up is not part of any timing

@@ -154,11 +154,12 @@ def bench_embedding(shards: int, samples_per_shard: int, replicas: int, cpus_per
 
     import ray
 
+    from multimodal_suite.common.ray import RayOptions
+    from multimodal_suite.datasets import SampleFilesDataset, WebDatasetShardsDataset
+    from multimodal_suite.pipelines.demo_data.nodes import generate_tagging_samples
     from multimodal_suite.pipelines.tagging.crops import CropEmbedder
     from multimodal_suite.pipelines.tagging.ray_source_crops import iter_source_tables_ray
     from multimodal_suite.pipelines.tagging.source_crops import iter_source_tables
-    from multimodal_suite.datasets import SampleFilesDataset, WebDatasetShardsDataset
-    from multimodal_suite.pipelines.demo_data.tagging_samples import generate_tagging_samples
 
     params = demo_tagging_params()
     segmenter, model = params["models"]["segmenter"], params["models"]["clip_model"]
@@ -180,7 +181,7 @@ def bench_embedding(shards: int, samples_per_shard: int, replicas: int, cpus_per
         def on_ray(shards: list[str]) -> int:
             return sum(len(table) for _, table in iter_source_tables_ray(
                 view, shards, segmenter, model, batch_images=batch_images, batch_clips=batch_clips,
-                num_replicas=replicas, num_cpus_per_replica=cpus_per_replica, device="cpu"))
+                options=RayOptions(num_replicas=replicas, num_cpus_per_replica=cpus_per_replica), device="cpu"))
 
         started = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,

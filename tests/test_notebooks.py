@@ -1,61 +1,20 @@
 """The notebooks run headless, top to bottom, on the demo environment's data, and are saved without outputs.
 
-They run in a scratch copy of the project where a tiny demo run has written every dataset they read, so the
-test needs no data in the checkout and never touches it.
+They run in the shared scratch copy of the project where a tiny demo run has written every dataset they read
+(the ``demo_run`` fixture), so the test needs no data in the checkout and never touches it.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 from nbclient import NotebookClient
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT_S = 120
-TINY_DEMO = {
-    "demo_data": {"num_books": 6, "min_pages": 12, "max_pages": 16, "long_book_pages": 0, "seed": 3},
-    "pss": {
-        "precompute": {"image_model": {"config": {"image_size": 32, "hidden_size": 32, "intermediate_size": 64,
-                                                  "num_hidden_layers": 1, "num_attention_heads": 2}},
-                       "part_size": 40},
-        "model": {"bert_input": 32, "num_layers": 1, "ff_dim": 64, "num_heads": 2},
-        "train": {"epochs": 2},
-        "split": {"val_fraction": 0.2, "test_fraction": 0.2},
-    },
-}
 PSS_VARIABLES = ("PSS_ROOT", "PSS_DATA", "PSS_PRECOMPUTE", "PSS_CHECKPOINTS", "PSS_OUTPUT", "PSS_CLASSIFIER_CKPT")
-
-
-@pytest.fixture(scope="module")
-def demo_project(tmp_path_factory) -> Path:
-    """A scratch copy of the project (conf + notebooks) after a tiny ``kedro run --env demo``."""
-    root = tmp_path_factory.mktemp("notebook_project")
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(PROJECT_ROOT / name, root / name)
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    (root / "src").mkdir()  # the package itself is the installed one
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        for name in PSS_VARIABLES:
-            patch.delenv(name, raising=False)
-        bootstrap_project(root)
-        try:
-            with KedroSession.create(project_path=root, env="demo", runtime_params=TINY_DEMO) as session:
-                session.run()
-        finally:
-            # One process drives this session and the rest of the suite; the CLI never leaves a run open.
-            import mlflow
-
-            while mlflow.active_run():
-                mlflow.end_run()
-    return root
 
 
 def test_notebooks_are_saved_without_outputs() -> None:
@@ -94,15 +53,17 @@ def outputs(notebook: nbformat.NotebookNode, mime: str) -> list[str]:
     return found
 
 
-def test_explore_pss_shows_embeddings_predictions_and_pages(demo_project: Path, monkeypatch) -> None:
-    notebook = run_notebook(demo_project, "explore_pss.ipynb", monkeypatch)
+@pytest.mark.slow
+def test_explore_pss_shows_embeddings_predictions_and_pages(demo_run: Path, monkeypatch) -> None:
+    notebook = run_notebook(demo_run, "explore_pss.ipynb", monkeypatch)
     printed = "".join(outputs(notebook, "stream"))
     assert "EmbeddingShards(" in printed and "pages in 6 books" in printed
     assert len(outputs(notebook, "image/png")) == 2  # the strip plot and the page grid
 
 
-def test_explore_catalog_lists_datasets_and_finds_nearest_pages(demo_project: Path, monkeypatch) -> None:
-    notebook = run_notebook(demo_project, "explore_catalog.ipynb", monkeypatch)
+@pytest.mark.slow
+def test_explore_catalog_lists_datasets_and_finds_nearest_pages(demo_run: Path, monkeypatch) -> None:
+    notebook = run_notebook(demo_run, "explore_catalog.ipynb", monkeypatch)
     printed = "".join(outputs(notebook, "stream"))
     assert '"factory": "Flat"' in printed and '"has_ids": true' in printed
     text = "\n".join(outputs(notebook, "text/plain"))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from parse import parse
+from kedro.io.catalog_config_resolver import CatalogConfigResolver
 
 from multimodal_suite.pipeline_registry import register_pipelines
 
@@ -46,27 +46,36 @@ def kedro_env() -> dict[str, str]:
     return env
 
 
-def catalog_layers() -> dict[str, str | None]:
-    """``entry name -> kedro-viz layer`` as written in conf/base/catalog*.yml, patterns (``"{name}_module"``)
-    included."""
-    layers: dict[str, str | None] = {}
+def catalog_entries() -> dict[str, dict]:
+    """``entry name -> entry`` as written in conf/base/catalog*.yml, factories (``"{system}_rejects"``) included,
+    the ``_`` variables left out."""
+    entries: dict[str, dict] = {}
     for path in sorted((PROJECT_ROOT / "conf" / "base").glob("catalog*.yml")):
         for name, entry in (yaml.safe_load(path.read_text()) or {}).items():
             if isinstance(entry, dict) and not name.startswith("_"):
-                # kedro-viz draws the variants of a transcoded dataset (``name@files``) as one node ``name``
-                layers[name.split("@")[0]] = ((entry.get("metadata") or {}).get("kedro-viz") or {}).get("layer")
-    return layers
+                entries[name] = entry
+    return entries
 
 
-def expected_layer(dataset: str, layers: dict[str, str | None]) -> str | None:
-    """The layer of the catalog entry ``dataset`` resolves to: its own entry, else the first pattern it matches,
-    else None (a MemoryDataset that no entry describes)."""
-    if dataset in layers:
-        return layers[dataset]
-    for pattern, layer in layers.items():
-        if "{" in pattern and parse(pattern, dataset) is not None:
-            return layer
-    return None
+def layer_of(entry: dict) -> str | None:
+    return ((entry.get("metadata") or {}).get("kedro-viz") or {}).get("layer")
+
+
+def catalog_layers() -> dict[str, str | None]:
+    """``entry name -> kedro-viz layer`` of every entry and factory; kedro-viz draws the variants of a transcoded
+    dataset (``name@files``) as one node ``name``."""
+    return {name.split("@")[0]: layer_of(entry) for name, entry in catalog_entries().items()}
+
+
+def expected_layer(dataset: str, entries: dict[str, dict]) -> str | None:
+    """The layer of the catalog entry the kedro-viz node ``dataset`` stands for: its own (or its transcoded
+    variants') entry, else the factory Kedro ranks first among those it matches, else None (a MemoryDataset
+    that no entry describes)."""
+    variants = [name for name in entries if name.split("@")[0] == dataset]
+    if variants:
+        return layer_of(entries[variants[0]])
+    resolver = CatalogConfigResolver(config=entries, default_runtime_patterns={"{default}": {"type": "MemoryDataset"}})
+    return layer_of(resolver.resolve_pattern(dataset))
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +101,7 @@ def test_every_catalog_entry_has_a_layer() -> None:
     assert {name: layer for name, layer in layers.items() if layer not in LAYERS} == {}
 
 
+@pytest.mark.slow
 def test_build_has_every_pipeline_with_readable_names(built_site: Path) -> None:
     assert (built_site / "index.html").is_file()
     pipelines = register_pipelines()
@@ -109,9 +119,10 @@ def test_build_has_every_pipeline_with_readable_names(built_site: Path) -> None:
         assert {tag for node in pipeline.nodes for tag in node.tags} <= {tag["id"] for tag in graph["tags"]}
 
 
+@pytest.mark.slow
 def test_build_shows_the_catalog_layers(built_site: Path) -> None:
     main = read_api(built_site, "main")
-    expected = catalog_layers()
+    expected = catalog_entries()
     data_nodes = {node["name"]: node for node in main["nodes"] if node["type"] == "data"}
     assert data_nodes
     assert {name: node["layer"] for name, node in data_nodes.items()} == {
@@ -125,6 +136,7 @@ def test_build_shows_the_catalog_layers(built_site: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_build_has_the_custom_dataset_previews(built_site: Path) -> None:
     ids = {node["name"]: node["id"] for node in read_api(built_site, "main")["nodes"]}
     books = read_api(built_site, "nodes", ids["comic_books"])
@@ -185,6 +197,7 @@ def stop_group(process: subprocess.Popen) -> None:
             time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_viz_run_serves_on_localhost_and_stops_with_its_process_group(tmp_path: Path) -> None:
     project = scratch_project(tmp_path)
     port = free_port()

@@ -8,9 +8,9 @@ warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` me
 from kedro.config import OmegaConfigLoader
 
 from multimodal_suite.config_resolvers import CONFIG_RESOLVERS
-from multimodal_suite.hooks import OfflineModelsHook
+from multimodal_suite.hooks import OfflineModelsHook, ParameterValidationHook
 
-HOOKS = (OfflineModelsHook(),)
+HOOKS = (ParameterValidationHook(), OfflineModelsHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -10,9 +10,12 @@ from PIL import Image, ImageDraw
 
 from multimodal_suite.common.encoding import encode_images
 from multimodal_suite.common.models import load_model
-from multimodal_suite.common.ray_encoding import encode_images_ray, ray_connection
+from multimodal_suite.common.ray import RayOptions
+from multimodal_suite.common.ray_encoding import encode_images_ray
 from multimodal_suite.datasets import ComicBookFolderDataset, EmbeddingShardDataset
 from multimodal_suite.pipelines.pss import nodes
+
+pytestmark = pytest.mark.slow  # starts a local Ray
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,11 +53,20 @@ def loaders():
     return [lambda data=data: data for data in images]
 
 
-def test_ray_data_matches_in_process(spec, loaders):
+def test_ray_data_matches_in_process(spec, loaders, monkeypatch):
+    blocks = []
+    from_items = ray.data.from_items
+
+    def counting_from_items(rows, **kwargs):
+        blocks.append(kwargs["override_num_blocks"])
+        return from_items(rows, **kwargs)
+
+    monkeypatch.setattr(ray.data, "from_items", counting_from_items)
     expected = encode_images(load_model(spec), loaders, batch_size=2, device="cpu",
                              mixed_precision=False, progress=None)
-    got = encode_images_ray(spec, loaders, batch_size=2, num_replicas=2, device="cpu",
-                            mixed_precision=False)
+    got = encode_images_ray(spec, loaders, options=RayOptions(num_replicas=2, batch_size=2), batch_size=64,
+                            device="cpu", mixed_precision=False)
+    assert blocks == [4]  # one block per batch of options.batch_size, not of the section's batch_size
     assert got.embeddings.dtype == np.float32 and got.embeddings.shape == expected.embeddings.shape
     np.testing.assert_allclose(got.embeddings, expected.embeddings, rtol=1e-5, atol=1e-6)
     assert got.failures == expected.failures
@@ -66,9 +78,8 @@ def test_empty_input_starts_nothing(spec):
     assert encode_images_ray(spec, [], batch_size=4).embeddings.shape == (0, 0)
 
 
-def test_existing_connection_is_left_open():
-    with ray_connection():
-        pass
+def test_existing_connection_is_left_open(spec, loaders):
+    encode_images_ray(spec, loaders[:2], options=RayOptions(address="unreachable:1"), device="cpu")
     assert ray.is_initialized()
 
 

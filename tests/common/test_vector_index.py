@@ -205,7 +205,7 @@ def test_build_auto_records_its_choice_and_reaches_target(clustered):
     assert info["nprobe"] in range(2, 512)  # tuned: more than one list, fewer than all
     assert bundle.index.nprobe == info["nprobe"], "the tuned value must be left on the index"
     assert info["recall_at_k"] >= info["target_recall"]
-    assert info["build_seconds"] >= 0 and info["tune_seconds"] >= 0
+    assert isinstance(info["build_seconds"], float) and isinstance(info["tune_seconds"], float)
     assert bundle.ntotal == 30_000 and bundle.ids is None
     # fresh queries from the same mixture, never indexed, land close to the measured recall
     queries = mixture(300, spread=0.7, seed=4)

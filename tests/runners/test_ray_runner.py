@@ -23,6 +23,7 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import CSVDataset
 from kedro_datasets.pickle import PickleDataset
 
+from multimodal_suite.common.ray import RayOptions
 from multimodal_suite.runners import RayRunner
 
 RAY_PROCESS_NAMES = ("raylet", "gcs_server", "plasma_store")
@@ -268,6 +269,7 @@ def shared_ray():
 
 
 @pytest.mark.usefixtures("shared_ray")
+@pytest.mark.slow
 class TestOnSharedRay:
     def test_diamond_matches_sequential_runner(self, tmp_path):
         expected_catalog = diamond_catalog(tmp_path / "sequential")
@@ -404,6 +406,7 @@ class TestOnSharedRay:
 # ---------------------------------------------------------------- Ray started by the runner itself
 
 
+@pytest.mark.slow
 def test_gpu_node_is_refused_on_a_cluster_without_gpus(tmp_path, no_ray_address):
     pipeline = diamond() + Pipeline([Node(gpu_ids, "summary", "gpu_ids", name="on_gpu", tags=["gpu"])])
 
@@ -414,6 +417,7 @@ def test_gpu_node_is_refused_on_a_cluster_without_gpus(tmp_path, no_ray_address)
     assert_ray_cleaned_up()
 
 
+@pytest.mark.slow
 def test_failure_on_own_ray_leaves_no_ray_processes(tmp_path, no_ray_address):
     pipeline = diamond() + Pipeline([Node(explode, "summary", "never", name="explode_summary")])
 
@@ -494,6 +498,7 @@ def _is_alive(process: psutil.Process) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_runs_on_an_existing_cluster_and_leaves_it_running(tmp_path, ray_head, monkeypatch):
     expected_catalog = diamond_catalog(tmp_path / "sequential")
     expected = diamond_results(expected_catalog, SequentialRunner().run(diamond(), expected_catalog))
@@ -530,5 +535,22 @@ def test_cli_runner_params_construct_the_runner():
     runner = runner_class(**_resolve_runner_kwargs(False, params))
 
     assert isinstance(runner, RayRunner)
-    assert (runner._num_gpus, runner._num_cpus, runner._address) == (0.5, 2, "127.0.0.1:6379")
+    assert runner.options == RayOptions(num_cpus_per_replica=2, num_gpus_per_replica=0.5, address="127.0.0.1:6379")
     assert runner._log_to_driver is False and runner._is_async is False
+
+
+def test_num_gpus_0_runs_gpu_nodes_with_cpus_only():
+    from kedro.framework.cli.utils import _split_params
+
+    gpu_node = Node(gpu_ids, "summary", "gpu_ids", name="on_gpu", tags=["gpu"])
+    on_cpus = RayRunner(**_split_params(None, None, "num_gpus=0"))
+    shared = RayRunner(**_split_params(None, None, "num_gpus=0.5,num_cpus=2"))
+
+    assert on_cpus._resources(gpu_node) == {"num_cpus": 1}
+    assert shared._resources(gpu_node) == {"num_cpus": 2, "num_gpus": 0.5}
+    assert shared._resources(Node(add_one, "x", "y", name="cpu_only")) == {"num_cpus": 2}
+
+
+def test_negative_requests_are_refused():
+    with pytest.raises(ValueError, match="must not be negative"):
+        RayRunner(num_gpus=-1)

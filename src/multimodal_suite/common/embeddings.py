@@ -295,6 +295,21 @@ class EmbeddingShards:
         """Whether ``key`` is stored."""
         return key in self.keys
 
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        """The keys among ``keys`` that are not stored, each once, in the order first seen.
+
+        One hashed lookup per distinct asked key against the stored key index (built once per view), so asking
+        about millions of keys costs no Python loop; a view with no parts reads nothing and returns every key.
+        """
+        asked = pd.Index(
+            keys if isinstance(keys, (pd.Index, pd.Series, np.ndarray)) else list(keys), dtype=object
+        ).unique()
+        if not self._parts:
+            return asked.tolist()
+        self._build_key_index()
+        assert self._keys is not None
+        return asked[self._keys.get_indexer(asked) < 0].tolist()
+
     @property
     def rows(self) -> pd.DataFrame:
         """All rows in storage order, with ``_part`` (part name) and ``_row`` (row within the part) added."""

@@ -32,17 +32,8 @@ class EncodeResult:
 
 
 def image_features(loaded: LoadedModel, pixel_values: torch.Tensor) -> torch.Tensor:
-    """One image embedding per picture for any supported image family: [B, 3, H, W] → [B, D]."""
-    family = loaded.spec.family
-    module = loaded.module
-    if family == "siglip_vision":
-        return module(pixel_values=pixel_values).pooler_output
-    if family == "clip":
-        features = module.get_image_features(pixel_values=pixel_values)
-        return features if isinstance(features, torch.Tensor) else features.pooler_output
-    if family == "timm":
-        return module(pixel_values)
-    raise ValueError(f"{family!r} is not an image encoder family")
+    """One image embedding per picture, as the model's family computes it: [B, 3, H, W] → [B, D]."""
+    return loaded.family.features(loaded.module, pixel_values)
 
 
 def prepare_image(load: Callable[[], bytes], size: int) -> np.ndarray | str:

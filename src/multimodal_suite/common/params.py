@@ -16,7 +16,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TypeVar, Union
 
 T = TypeVar("T")
@@ -30,6 +30,12 @@ class ParamsError(ValueError):
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _one_of(choices: tuple[Any, ...]) -> str:
+    """``'a'``, ``'a' or 'b'``, ``'a', 'b' or 'c'``."""
+    names = [repr(choice) for choice in choices]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _fail(section: str, key: str, message: str) -> ParamsError:
@@ -47,21 +53,21 @@ def _convert(value: Any, tp: Any, section: str, key: str) -> Any:
             if type(None) in options:
                 return None
             raise _fail(section, key, f"must be set (expected {_type_name(tp)}), got null")
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
+        candidates = [option for option in options if option is not type(None)]
+        if len(candidates) == 1:
+            return _convert(value, candidates[0], section, key)
+        for option in candidates:
             try:
                 return _convert(value, option, section, key)
-            except ParamsError as error:
-                errors.append(str(error))
+            except ParamsError:
+                continue
         raise _fail(section, key, f"must be {_type_name(tp)}, got {value!r}")
     if value is None:
         raise _fail(section, key, f"must be set (expected {_type_name(tp)}), got null")
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise _fail(section, key, f"must be one of {list(choices)}, got {value!r}")
+            raise _fail(section, key, f"must be {_one_of(choices)}, got {value!r}")
         return value
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
@@ -79,10 +85,6 @@ def _convert(value: Any, tp: Any, section: str, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise _fail(section, key, f"must be a mapping, got {value!r}")
         return dict(value)
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        return from_params(tp, value, f"{section}.{key}")
     if tp is bool:
         if not isinstance(value, bool):
             raise _fail(section, key, f"must be true or false, got {value!r}")
@@ -102,13 +104,39 @@ def _convert(value: Any, tp: Any, section: str, key: str) -> Any:
     if isinstance(tp, type):
         if isinstance(value, tp):
             return value
+        # A class that parses itself (ModelSpec, SegmenterConfig) knows its own forms best.
         for hook in ("parse", "from_dict"):
             if callable(getattr(tp, hook, None)):
                 try:
                     return getattr(tp, hook)(value)
                 except (TypeError, ValueError, KeyError) as error:
                     raise _fail(section, key, f"is not a valid {tp.__name__}: {error}") from error
+        if dataclasses.is_dataclass(tp):
+            return from_params(tp, value, f"{section}.{key}")
     raise _fail(section, key, f"has a type this loader does not know: {_type_name(tp)}")
+
+
+def check_keys(keys: Iterable[Any], valid: Iterable[str], where: str) -> None:
+    """Raise one :class:`ParamsError` naming every key of ``keys`` not in ``valid``, the closest valid key of each
+    and all of them.
+
+    Args:
+        keys: the keys a mapping sets.
+        valid: the keys it may set.
+        where: the mapping, as the message names it (``"params:pss.train"``).
+    """
+    valid = sorted(valid)
+    unknown = [key for key in keys if key not in valid]
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), valid, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ParamsError(
+        f"{where} has unknown key{'s' if len(unknown) > 1 else ''} {', '.join(hints)} "
+        f"(set in {WHERE}); valid keys: {', '.join(valid)}"
+    )
 
 
 def from_params(cls: type[T], values: Mapping[str, Any] | T | None, section: str) -> T:
@@ -128,17 +156,7 @@ def from_params(cls: type[T], values: Mapping[str, Any] | T | None, section: str
     if not isinstance(values, Mapping):
         raise ParamsError(f"params:{section} must be a mapping of keys to values, got {values!r} (set in {WHERE})")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = [key for key in values if key not in fields]
-    if unknown:
-        valid = sorted(fields)
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ParamsError(
-            f"params:{section} has unknown key{'s' if len(unknown) > 1 else ''} {', '.join(hints)} "
-            f"(set in {WHERE}); valid keys: {', '.join(valid)}"
-        )
+    check_keys(values, fields, f"params:{section}")
     hints_of = typing.get_type_hints(cls)
     kwargs = {}
     for name, spec in fields.items():

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -33,58 +31,9 @@ from .batching import DynamicBatcher
 from .device import autocast_dtype, pick_device
 from .encoding import EncodeResult, embed_prepared, prepare_image
 from .models import ModelSpec, load_model
+from .ray import RayOptions, check_replica_fits, ray_session
 
 logger = logging.getLogger(__name__)
-
-GiB = 1024**3
-
-
-def default_object_store_bytes() -> int:
-    """Object store size for a Ray started here: 10% of RAM, at most 2 GiB (it spills to disk beyond that).
-
-    Ray's own default (30% of RAM) takes shared memory the decode threads and models need.
-    """
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not POSIX
-        return 2 * GiB
-    return min(2 * GiB, total // 10)
-
-
-@contextmanager
-def ray_connection(
-    address: str | None = None,
-    *,
-    num_cpus: int | None = None,
-    num_gpus: float | None = None,
-    object_store_bytes: int | None = None,
-) -> Iterator[None]:
-    """Make sure this process is connected to Ray for the duration of the block.
-
-    An existing connection (a notebook, a test, a ``RayRunner`` worker) is used and left open. Otherwise connect to
-    ``address`` or ``RAY_ADDRESS``, or start a local Ray sized for this machine (``num_cpus``, default all CPUs;
-    ``num_gpus``, default what Ray detects; ``object_store_bytes``, default :func:`default_object_store_bytes`;
-    no dashboard); either is shut down (disconnected, for a cluster) when the block ends.
-    """
-    if ray.is_initialized():
-        yield
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-        logger.info("Connected to the Ray cluster at %s", address)
-    else:
-        object_store_bytes = object_store_bytes or default_object_store_bytes()
-        num_cpus = num_cpus or os.cpu_count() or 1
-        # "local" starts a fresh instance even when `ray start` left a cluster running on this machine.
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_bytes,
-                 include_dashboard=False)
-        logger.info("Started a local Ray (num_cpus=%d, num_gpus=%s, object_store_memory_mb=%d); it stops when this "
-                    "step ends", num_cpus, "auto" if num_gpus is None else num_gpus, object_store_bytes // 2**20)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 class ImageEncoderActor:
@@ -153,14 +102,11 @@ def iter_encode_images_ray(
     loaders: Sequence[Callable[[], bytes]],
     *,
     part_size: int,
+    options: RayOptions,
     batch_size: int = 32,
-    num_replicas: int = 1,
-    num_gpus_per_replica: float = 0,
-    num_cpus_per_replica: float = 1,
     decode_workers: int = 2,
     mixed_precision: bool = True,
     device: str | None = "auto",
-    address: str | None = None,
 ) -> Iterator[EncodeResult]:
     """Embed images on a Ray Data actor pool, yielding results part by part in input order.
 
@@ -173,33 +119,36 @@ def iter_encode_images_ray(
         loaders: one zero-argument callable per image returning its encoded bytes; must be picklable (cloudpickle)
             and able to read the image on any Ray node.
         part_size: rows per yielded result.
-        batch_size: rows per ``map_batches`` batch, the largest batch a replica's model sees.
-        num_replicas: model replicas in the actor pool.
-        num_gpus_per_replica: GPUs each replica asks Ray for (fractions share a GPU); 0 runs on CPUs.
-        num_cpus_per_replica: CPUs each replica asks Ray for; also its torch thread count.
+        options: the actor pool (``num_replicas``, ``num_cpus_per_replica``, ``num_gpus_per_replica``) and where
+            it runs (an existing connection, ``address`` / ``RAY_ADDRESS``, else a local Ray sized by ``num_cpus``,
+            ``num_gpus``, ``object_store_gb``, started and stopped here); see :func:`~.ray.ray_session`.
+        batch_size: rows per ``map_batches`` batch, the largest batch a replica's model sees; ``options.batch_size``
+            wins when set.
         decode_workers: decode threads per replica.
         mixed_precision: autocast to fp16 (GPU) / bf16 (CPU).
         device: ``auto`` or a torch device string, as seen inside a replica.
-        address: Ray cluster to connect to when this process is not connected yet (default ``RAY_ADDRESS``; without
-            either a local Ray is started and stopped).
 
     Yields:
         :class:`EncodeResult` per part: float32 embeddings [rows, D] (zeros where an image failed) and failures.
 
     Raises:
         ValueError: a size or count is below 1.
-        RuntimeError: Ray Data returned a different number of rows than it was given.
+        RuntimeError: one replica asks for more than a local Ray started here has, or Ray Data returned a
+            different number of rows than it was given.
     """
-    for name, value in (("part_size", part_size), ("batch_size", batch_size), ("num_replicas", num_replicas)):
+    batch_size = options.batch_size_or(batch_size)
+    for name, value in (("part_size", part_size), ("batch_size", batch_size)):
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     total = len(loaders)
     if total == 0:
         return
     parsed = ModelSpec.parse(spec)
-    batch_size, part_size, num_replicas = int(batch_size), int(part_size), int(num_replicas)
+    part_size, num_replicas = int(part_size), int(options.num_replicas)
     started = time.perf_counter()
-    with ray_connection(address):
+    with ray_session(options) as session:
+        if session == "local":
+            check_replica_fits(options)
         rows = [{"position": i, "loader": cloudpickle.dumps(load)} for i, load in enumerate(loaders)]
         # One block per batch: every block is one call on whichever replica is free, which balances the pool.
         dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(total / batch_size))
@@ -209,15 +158,15 @@ def iter_encode_images_ray(
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=num_replicas),
-            num_cpus=num_cpus_per_replica,
-            num_gpus=num_gpus_per_replica,
+            num_cpus=options.num_cpus_per_replica,
+            num_gpus=options.num_gpus_per_replica,
             fn_constructor_kwargs={
                 "spec": parsed,
                 "batch_size": batch_size,
                 "device": device,
                 "mixed_precision": mixed_precision,
                 "decode_workers": decode_workers,
-                "num_threads": max(1, int(num_cpus_per_replica)),
+                "num_threads": max(1, int(options.num_cpus_per_replica)),
             },
             udf_modifying_row_count=False,
         )
@@ -256,25 +205,22 @@ def encode_images_ray(
     spec: Mapping[str, Any] | ModelSpec,
     loaders: Sequence[Callable[[], bytes]],
     *,
+    options: RayOptions | None = None,
     batch_size: int = 32,
-    num_replicas: int = 1,
-    num_gpus_per_replica: float = 0,
-    num_cpus_per_replica: float = 1,
     decode_workers: int = 2,
     mixed_precision: bool = True,
     device: str | None = "auto",
-    address: str | None = None,
 ) -> EncodeResult:
     """Embed images on a Ray Data actor pool; the same result as :func:`~.encoding.encode_images`.
 
-    See :func:`iter_encode_images_ray` for the arguments; this returns all rows at once.
+    See :func:`iter_encode_images_ray` for the arguments (``options`` ``None``: one CPU replica on an existing
+    connection, ``RAY_ADDRESS`` or a local Ray); this returns all rows at once.
 
     Returns:
         :class:`EncodeResult` with float32 embeddings [len(loaders), D] in input order, zeros and a failure reason
         where an image could not be decoded. With no loaders, an empty [0, 0] array (the model is not loaded).
     """
     results = list(iter_encode_images_ray(
-        spec, loaders, part_size=max(1, len(loaders)), batch_size=batch_size, num_replicas=num_replicas,
-        num_gpus_per_replica=num_gpus_per_replica, num_cpus_per_replica=num_cpus_per_replica,
-        decode_workers=decode_workers, mixed_precision=mixed_precision, device=device, address=address))
+        spec, loaders, part_size=max(1, len(loaders)), options=options or RayOptions(), batch_size=batch_size,
+        decode_workers=decode_workers, mixed_precision=mixed_precision, device=device))
     return results[0] if results else EncodeResult(np.zeros((0, 0), dtype=np.float32))

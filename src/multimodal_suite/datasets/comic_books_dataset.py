@@ -17,8 +17,8 @@ import fsspec
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 from PIL import Image, ImageDraw, ImageFont
 
-from multimodal_suite.datasets.generated_folder import prepare_generated_folder, write_bytes
 from multimodal_suite.common.comics.books import IMAGE_EXTENSIONS, ComicBook, book_from_files, scan_books
+from multimodal_suite.datasets.generated_folder import prepare_generated_folder, write_bytes
 
 try:  # kedro-viz renders this type as an image (base64 PNG); the string is the same without it
     from kedro_datasets._typing import ImagePreview
@@ -52,13 +52,16 @@ class ComicBookFolderDataset(AbstractDataset[dict[str, bytes], dict[str, ComicBo
 
         Using the Python API:
 
+        >>> import tempfile
         >>> from multimodal_suite.datasets.comic_books_dataset import ComicBookFolderDataset
         >>>
-        >>> dataset = ComicBookFolderDataset(filepath=tmp_path / "books")
+        >>> scratch = tempfile.TemporaryDirectory()
+        >>> dataset = ComicBookFolderDataset(filepath=f"{scratch.name}/books")
         >>> dataset.save({"0a1b2c3d/000.jpg": b"...", "0a1b2c3d/000.ocr.json": b'{"OCRResult": ""}'})
         >>> books = dataset.load()
         >>> [page.page_index for page in books["0a1b2c3d"].pages]
         [0]
+        >>> scratch.cleanup()
     """
 
     def __init__(

@@ -12,24 +12,19 @@ run that stops part-way keeps every part it finished and readers never see a hal
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from copy import deepcopy
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 import fsspec
 import numpy as np
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 from safetensors.numpy import save_file
 
-from multimodal_suite.common.atomic import atomic_path, atomic_write_json
+from multimodal_suite.common.atomic import atomic_fs_path, write_json_atomic
 from multimodal_suite.common.embeddings import (
     FORMAT_VERSION,
     KEY_COLUMN,
@@ -53,32 +48,6 @@ except ImportError:  # kedro-datasets without kedro-viz preview types
 logger = logging.getLogger(__name__)
 
 
-@contextmanager
-def atomic_fs_path(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[Path]:
-    """Yield a local temporary path; publish it at ``path`` on ``fs`` in one step when the body succeeds.
-
-    Local targets are renamed into place (``os.replace``); remote ones are uploaded in a single put, which
-    object stores make visible all at once.
-    """
-    if isinstance(fs, LocalFileSystem):
-        with atomic_path(path) as tmp:
-            yield tmp
-        return
-    with tempfile.TemporaryDirectory() as tmp_dir:
-        tmp = Path(tmp_dir) / PurePosixPath(path).name
-        yield tmp
-        fs.put_file(str(tmp), path)
-
-
-def write_json_atomic(fs: fsspec.AbstractFileSystem, path: str, obj: Any) -> None:
-    """Write ``obj`` as JSON at ``path`` on ``fs`` atomically."""
-    if isinstance(fs, LocalFileSystem):
-        atomic_write_json(path, obj)
-        return
-    with atomic_fs_path(fs, path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2), encoding="utf-8")
-
-
 class EmbeddingShardDataset(AbstractDataset[EmbeddingTable, EmbeddingShards]):
     """Append-only embedding store: ``save`` adds a part, ``load`` returns a lazy :class:`EmbeddingShards`.
 
@@ -99,12 +68,14 @@ class EmbeddingShardDataset(AbstractDataset[EmbeddingTable, EmbeddingShards]):
 
     .. code-block:: pycon
 
+        >>> import tempfile
         >>> import numpy as np
         >>> import pandas as pd
         >>> from multimodal_suite.common.embeddings import EmbeddingTable
         >>> from multimodal_suite.datasets import EmbeddingShardDataset
         >>>
-        >>> dataset = EmbeddingShardDataset(filepath=str(tmp_path / "page_embeddings"))
+        >>> scratch = tempfile.TemporaryDirectory()
+        >>> dataset = EmbeddingShardDataset(filepath=f"{scratch.name}/page_embeddings")
         >>> rows = pd.DataFrame({"key": ["k0", "k1", "k2"], "book_id": ["b1", "b1", "b2"]})
         >>> dataset.save(EmbeddingTable(np.eye(3, 4, dtype=np.float32), rows))
         >>> shards = dataset.load()
@@ -114,6 +85,7 @@ class EmbeddingShardDataset(AbstractDataset[EmbeddingTable, EmbeddingShards]):
         [[0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]]
         >>> shards.select(book_id="b1").rows["key"].tolist()
         ['k0', 'k1']
+        >>> scratch.cleanup()
     """
 
     DEFAULT_LOAD_ARGS: dict[str, Any] = {"mmap": True}

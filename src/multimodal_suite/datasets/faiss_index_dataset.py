@@ -22,6 +22,7 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 
+from multimodal_suite.common.atomic import atomic_fs_path, write_json_atomic
 from multimodal_suite.common.embeddings import join_path
 from multimodal_suite.common.faiss_index import (
     SEARCH_PARAMS,
@@ -32,7 +33,6 @@ from multimodal_suite.common.faiss_index import (
     to_cpu,
     to_search_device,
 )
-from multimodal_suite.datasets.embedding_shard_dataset import atomic_fs_path, write_json_atomic
 
 try:
     from kedro_datasets._typing import JSONPreview
@@ -86,6 +86,7 @@ class FaissIndexDataset(AbstractDataset[IndexBundle, IndexBundle]):
 
     .. code-block:: pycon
 
+        >>> import tempfile
         >>> import faiss
         >>> import numpy as np
         >>> from multimodal_suite.common.faiss_index import IndexBundle
@@ -95,7 +96,8 @@ class FaissIndexDataset(AbstractDataset[IndexBundle, IndexBundle]):
         >>> index = faiss.index_factory(8, "Flat", faiss.METRIC_L2)
         >>> index.add(vectors)
         >>> ids = np.arange(1000, 1100, dtype=np.int64)
-        >>> dataset = FaissIndexDataset(filepath=str(tmp_path / "tag_index"))
+        >>> scratch = tempfile.TemporaryDirectory()
+        >>> dataset = FaissIndexDataset(filepath=f"{scratch.name}/tag_index")
         >>> dataset.save(IndexBundle(index, {"factory": "Flat"}, ids))
         >>> bundle = dataset.load()
         >>> bundle.info["ntotal"], bundle.info["metric"]
@@ -103,6 +105,7 @@ class FaissIndexDataset(AbstractDataset[IndexBundle, IndexBundle]):
         >>> scores, found = bundle.search(vectors[:1], k=1)
         >>> int(found[0, 0])
         1000
+        >>> scratch.cleanup()
     """
 
     DEFAULT_LOAD_ARGS: dict[str, Any] = {"use_gpu": "auto", "search_params": {}}

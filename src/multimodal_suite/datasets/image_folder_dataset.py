@@ -42,14 +42,19 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], bytes]]]):
 
         Using the Python API:
 
+        >>> import tempfile
+        >>> from pathlib import Path
         >>> from multimodal_suite.datasets import ImageFolderDataset
-        >>> folder = tmp_path / "00290"
+        >>>
+        >>> scratch = tempfile.TemporaryDirectory()
+        >>> folder = Path(scratch.name, "00290")
         >>> folder.mkdir()
         >>> _ = (folder / "b10.jpg").write_bytes(b"x")
         >>> _ = (folder / "b2.jpg").write_bytes(b"y")
         >>> images = ImageFolderDataset(filepath=str(folder)).load()
         >>> list(images), images["b2.jpg"]()
         (['b2.jpg', 'b10.jpg'], b'y')
+        >>> scratch.cleanup()
     """
 
     def __init__(

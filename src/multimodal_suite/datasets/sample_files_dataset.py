@@ -52,13 +52,16 @@ class SampleFilesDataset(AbstractDataset[dict[str, bytes], dict[str, Callable[[]
 
         Using the Python API:
 
+        >>> import tempfile
         >>> from multimodal_suite.datasets.sample_files_dataset import SampleFilesDataset
         >>>
-        >>> dataset = SampleFilesDataset(filepath=tmp_path / "samples")
+        >>> scratch = tempfile.TemporaryDirectory()
+        >>> dataset = SampleFilesDataset(filepath=f"{scratch.name}/samples")
         >>> dataset.save({"b/2.txt": b"two", "a.txt": b"one"})
         >>> files = dataset.load()
         >>> list(files), files["b/2.txt"]()
         (['a.txt', 'b/2.txt'], b'two')
+        >>> scratch.cleanup()
     """
 
     def __init__(

@@ -52,10 +52,13 @@ class WebDatasetShardsDataset(AbstractDataset[Any, WebDatasetShards]):
 
         Using the Python API:
 
-        >>> import io, json, tarfile
+        >>> import io, json, tarfile, tempfile
+        >>> from pathlib import Path
         >>> from PIL import Image
         >>> from multimodal_suite.datasets.webdataset_shards_dataset import WebDatasetShardsDataset
         >>>
+        >>> scratch = tempfile.TemporaryDirectory()
+        >>> tmp_path = Path(scratch.name)
         >>> image = io.BytesIO()
         >>> Image.new("RGB", (8, 8), "red").save(image, format="PNG")
         >>> (tmp_path / "shards").mkdir()
@@ -72,6 +75,7 @@ class WebDatasetShardsDataset(AbstractDataset[Any, WebDatasetShards]):
         ['shard-000000.tar']
         >>> [(s.key, s.meta, s.tags) for s in view.iter_samples("shard-000000.tar")]
         [('k0', {'width': 8}, ['red', 'square'])]
+        >>> scratch.cleanup()
     """
 
     DEFAULT_LOAD_ARGS: dict[str, Any] = {"verify_images": True, "image_extensions": IMAGE_EXTENSIONS,

@@ -45,21 +45,21 @@ from __future__ import annotations
 
 import inspect
 import itertools as it
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import ray
-from ray import cloudpickle
 from kedro.framework.hooks.manager import _NullPluginManager
 from kedro.io import MemoryDataset
 from kedro.runner import AbstractRunner
 from more_itertools import interleave
+from ray import cloudpickle
+
+from multimodal_suite.common.ray import RayOptions, ray_session, shortfall
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -67,7 +67,6 @@ if TYPE_CHECKING:
     from kedro.pipeline.node import Node
     from pluggy import PluginManager
 
-GiB = 1024**3
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -99,22 +98,13 @@ def _interleave_chunks(outputs: dict[str, Iterable[Any]]) -> Iterator[tuple[str,
 _execute_node_remote = ray.remote(_execute_node)
 _stream_node_remote = ray.remote(num_returns="streaming")(_stream_node)
 
-
-def _total_memory_bytes() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not POSIX
-        return 0
-
-
-def default_object_store_bytes() -> int:
-    """Object store size for a Ray started by the runner: 10% of RAM, at most 2 GiB.
-
-    Ray's own default (30% of RAM) would take ~7 GiB of shared memory from a 24 GiB machine; the object store
-    spills to disk beyond this size instead of failing.
-    """
-    total = _total_memory_bytes()
-    return min(2 * GiB, total // 10) if total else 2 * GiB
+# The runner option asking for each resource, and how to get past a cluster that has too little of it.
+_RESOURCE_FIXES = {
+    "GPU": ("num_gpus", "connect to a cluster with GPUs (RAY_ADDRESS or --runner-params address=HOST:PORT), declare "
+            "them when starting Ray (ray start --num-gpus N), or run the gpu nodes on CPUs with --runner-params "
+            "num_gpus=0"),
+    "CPU": ("num_cpus", "lower --runner-params num_cpus or use a larger cluster"),
+}
 
 
 @dataclass
@@ -134,20 +124,26 @@ class RayRunner(AbstractRunner):
 
     See the module docstring for what runs where and how data moves between nodes.
 
+    The session (connect, or start and size a local Ray, and stop only that) is
+    :func:`multimodal_suite.common.ray.ray_session`, the same as every Ray Data engine's; the keywords below are the
+    ``--runner-params`` spellings of :class:`~multimodal_suite.common.ray.RayOptions` (:attr:`options`).
+
     Args:
         is_async: Load a node's inputs and save its outputs with threads.
         address: Address of an existing Ray cluster to connect to (``127.0.0.1:6379``, ``ray://head:10001``,
-            ``auto``); defaults to ``RAY_ADDRESS``. The cluster is left running after the run. Without either, the
-            runner starts a local Ray sized to this machine and shuts it down after the run. A process already
+            ``auto``; ``options.address``); defaults to ``RAY_ADDRESS``. The cluster is left running after the run.
+            Without either, the runner starts a local Ray sized to this machine (every CPU, the GPUs Ray detects, an
+            object store of 10 % of RAM, at most 2 GiB) and shuts it down after the run. A process already
             connected to Ray (a notebook, a test) keeps its connection and the runner leaves it as it is.
-        num_cpus: CPUs each node's task asks for.
-        num_gpus: GPUs each node tagged ``gpu`` asks for; fractions below 1 share a GPU, 0 runs them on CPUs.
+        num_cpus: CPUs each node's task asks for (``options.num_cpus_per_replica``).
+        num_gpus: GPUs each node tagged ``gpu`` asks for; fractions below 1 share a GPU, 0 runs them on CPUs
+            (``options.num_gpus_per_replica``).
         materialize_memory_datasets: Fetch in-memory intermediate datasets to the driver so hooks see values
             instead of ``ray.ObjectRef``.
         log_to_driver: Print worker stdout/stderr (progress bars, prints) in the driver's console.
-        init_kwargs: Extra keyword arguments for ``ray.init``, e.g. ``num_cpus`` / ``object_store_memory`` to size
-            the local Ray differently, or ``runtime_env`` for a remote cluster whose nodes do not have this
-            project installed (workers import the node functions from ``multimodal_suite``).
+        init_kwargs: Extra keyword arguments for ``ray.init``, e.g. ``num_cpus`` / ``num_gpus`` /
+            ``object_store_memory`` to size the local Ray differently, or ``runtime_env`` for a remote cluster whose
+            nodes do not have this project installed (workers import the node functions from ``multimodal_suite``).
 
     Raises:
         ValueError: A resource request is negative.
@@ -166,75 +162,44 @@ class RayRunner(AbstractRunner):
         init_kwargs: dict[str, Any] | None = None,
     ):
         super().__init__(is_async=is_async)
-        self._num_cpus = float(num_cpus)
-        self._num_gpus = float(num_gpus)
-        if self._num_cpus < 0 or self._num_gpus < 0:
+        if float(num_cpus) < 0 or float(num_gpus) < 0:
             raise ValueError(f"num_cpus and num_gpus must not be negative; got {num_cpus} and {num_gpus}")
-        self._address = str(address) if address else None
+        self._options = RayOptions(num_cpus_per_replica=float(num_cpus), num_gpus_per_replica=float(num_gpus),
+                                   address=str(address) if address else None)
         self._materialize = bool(materialize_memory_datasets)
         self._log_to_driver = bool(log_to_driver)
         self._init_kwargs = dict(init_kwargs or {})
+
+    @property
+    def options(self) -> RayOptions:
+        """Where the run goes and what each node's task asks for."""
+        return self._options
 
     def _get_executor(self, max_workers: int) -> None:
         return None  # Ray schedules the tasks; there is no local executor.
 
     # ------------------------------------------------------------------ cluster
 
-    @contextmanager
-    def _ray_session(self) -> Iterator[None]:
-        """Connects to or starts Ray for one run; shuts down only what it started or connected."""
-        if ray.is_initialized():
-            self._logger.info("Using this process's existing Ray connection; it is left open after the run")
-            yield
-            return
-        address = self._address or os.environ.get("RAY_ADDRESS")
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=self._log_to_driver, **self._init_kwargs)
-                self._logger.info("Connected to the Ray cluster at %s; it keeps running after the run", address)
-            else:
-                local_kwargs = {
-                    "num_cpus": os.cpu_count() or 1,
-                    "object_store_memory": default_object_store_bytes(),
-                    "include_dashboard": False,
-                    "log_to_driver": self._log_to_driver,
-                    **self._init_kwargs,
-                }
-                # "local" starts a fresh instance even when `ray start` left a cluster on this machine.
-                ray.init(address="local", **local_kwargs)
-                self._logger.info(
-                    "Started a local Ray (num_cpus=%s, object_store_memory_mb=%d); it stops after the run",
-                    local_kwargs["num_cpus"],
-                    local_kwargs["object_store_memory"] // 2**20,
-                )
-            yield
-        finally:
-            ray.shutdown()
-
     def _resources(self, node: Node) -> dict[str, float]:
-        if self.GPU_TAG in node.tags and self._num_gpus > 0:
-            return {"num_cpus": self._num_cpus, "num_gpus": self._num_gpus}
-        return {"num_cpus": self._num_cpus}
+        cpus, gpus = self._options.num_cpus_per_replica, self._options.num_gpus_per_replica
+        if self.GPU_TAG in node.tags and gpus > 0:
+            return {"num_cpus": cpus, "num_gpus": gpus}
+        return {"num_cpus": cpus}
 
     def _check_resources(self, pipeline: Pipeline) -> None:
         """Fails before anything runs when a node asks for more than the cluster has (Ray would wait forever)."""
         available = ray.cluster_resources()
         for node in pipeline.nodes:
-            for option, resource, unit in (("num_gpus", "GPU", "GPUs"), ("num_cpus", "CPU", "CPUs")):
-                wanted = self._resources(node).get(option, 0)
-                have = available.get(resource, 0)
-                if wanted > have:
-                    fix = (
-                        "connect to a cluster with GPUs (RAY_ADDRESS or --runner-params address=HOST:PORT), "
-                        "declare them when starting Ray (ray start --num-gpus N), or run the gpu nodes on CPUs "
-                        "with --runner-params num_gpus=0"
-                        if resource == "GPU"
-                        else "lower --runner-params num_cpus or use a larger cluster"
-                    )
-                    raise RuntimeError(
-                        f"node '{node.name}' asks for {option}={wanted:g} but the Ray cluster has {have:g} {unit}; "
-                        f"{fix}."
-                    )
+            resources = self._resources(node)
+            missing = shortfall({"GPU": resources.get("num_gpus", 0), "CPU": resources["num_cpus"]}, available)
+            if missing is None:
+                continue
+            resource, wanted, have = missing
+            option, fix = _RESOURCE_FIXES[resource]
+            raise RuntimeError(
+                f"node '{node.name}' asks for {option}={wanted:g} but the Ray cluster has {have:g} {resource}s; "
+                f"{fix}."
+            )
 
     # ------------------------------------------------------------------ run
 
@@ -259,7 +224,7 @@ class RayRunner(AbstractRunner):
         """
         if not pipeline.nodes:  # e.g. --only-missing-outputs with everything present: no need for Ray
             return
-        with self._ray_session():
+        with ray_session(self._options, **{"log_to_driver": self._log_to_driver, **self._init_kwargs}):
             self._check_resources(pipeline)
             _PipelineRun(self, pipeline, catalog, hook_manager or _NullPluginManager(), run_id).execute()
 

@@ -16,7 +16,7 @@ from multimodal_suite.common.comics.annotations import (
     labels_table,
 )
 
-COSMO = Path(__file__).resolve().parents[1] / "data" / "cosmo"
+COSMO = Path(__file__).resolve().parents[2] / "data" / "cosmo"
 A, C, S, T, F = (CLASS_NAMES.index(name) for name in ("advertisement", "cover", "story", "textstory", "first-page"))
 
 

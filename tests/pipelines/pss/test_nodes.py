@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from multimodal_suite.common.params import ParamsError
 from multimodal_suite.datasets import ComicBookFolderDataset, EmbeddingShardDataset
 from multimodal_suite.pipelines.pss import nodes
+from multimodal_suite.pipelines.pss.params import ModelParams, TrainParams
 
 
 def _books(root):
@@ -112,12 +114,11 @@ def test_train_classify_evaluate_on_tiny_books(precomputed):
     assert {"range_out_of_book", "range_reversed"} <= set(label_rejects["reason"])
     split = nodes.split_books(labels, {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.2})
     assert set(split["split"]) == {"train", "val", "test"}
-    model_params = {"bert_input": 32, "num_layers": 1, "num_heads": 2, "ff_dim": 64, "dropout": 0.1,
-                    "max_positions": 8}
+    model_params = ModelParams(bert_input=32, num_layers=1, num_heads=2, ff_dim=64, dropout=0.1, max_positions=8)
     trained, history, metrics, figure = nodes.train_bookbert(
         sequences, labels, split, texts.load(), model_params,
-        {"seed": 0, "epochs": 3, "books_per_batch": 2, "learning_rate": 1e-3, "warmup_steps": 1, "patience": 5,
-         "device": "cpu"})
+        TrainParams(seed=0, epochs=3, books_per_batch=2, learning_rate=1e-3, warmup_steps=1, patience=5,
+                    device="cpu"))
     assert len(history) == 3 and set(metrics) == {"train_loss", "val_loss", "val_macro_f1"}
     assert trained["config"]["text_dim"] == texts.load().dim
     table, per_book = nodes.classify_books(trained, sequences, {"window": 8, "stride": 4})
@@ -143,6 +144,19 @@ def test_wrong_class_count_is_a_clear_error(precomputed):
     split = nodes.split_books(labels, {"seed": 0})
     with pytest.raises(ValueError, match="PSS_NUM_CLASSES must be 9"):
         nodes.train_bookbert(sequences, labels, split, texts.load(), {"num_classes": 5}, {"epochs": 1})
+
+
+def test_a_misspelled_or_mistyped_parameter_is_an_error_not_a_default(precomputed):
+    annotations, _, _, _, index, _, images, texts = precomputed
+    sequences = nodes.assemble_book_sequences(index, images.load(), texts.load())
+    labels, _ = nodes.build_page_labels(annotations, index)
+    split = nodes.split_books(labels, {"seed": 0})
+    with pytest.raises(ParamsError, match=r"params:pss\.train.*'epoch' \(did you mean 'epochs'\?\).*valid keys"):
+        nodes.train_bookbert(sequences, labels, split, texts.load(), {}, {"epoch": 3})
+    with pytest.raises(ParamsError, match=r"params:pss\.split: 'seed' must be an integer, got '0'"):
+        nodes.split_books(labels, {"seed": "0"})
+    with pytest.raises(ParamsError, match=r"'schedule' must be 'cosine' or 'inverse_sqrt', got 'linear'"):
+        nodes.train_bookbert(sequences, labels, split, texts.load(), {}, {"schedule": "linear"})
 
 
 def test_model_dimension_check_names_the_setting(tiny_collection, precompute_params, tmp_path):

@@ -1,5 +1,5 @@
 """tagging nodes and pipelines on generated collections: tar streaming with broken members, resume per shard,
-index, target folder tagging, re-tagging without re-segmenting, the Ray Data engine."""
+index, target folder tagging, re-tagging without re-segmenting (the Ray Data engine: test_ray_source_crops.py)."""
 from __future__ import annotations
 
 import copy
@@ -16,6 +16,7 @@ from kedro_datasets.pandas import ParquetDataset
 from kedro_datasets.pillow import ImageDataset
 
 from multimodal_suite.common.embeddings import EmbeddingTable
+from multimodal_suite.common.params import ParamsError, from_params
 from multimodal_suite.datasets import (
     EmbeddingShardDataset,
     FaissIndexDataset,
@@ -23,12 +24,11 @@ from multimodal_suite.datasets import (
     SampleFilesDataset,
     WebDatasetShardsDataset,
 )
-from multimodal_suite.pipelines.demo_data.tagging_samples import (
-    DemoTaggingConfig,
-    bad_input_keys,
-    generate_tagging_samples,
-)
+from multimodal_suite.pipelines.demo_data.nodes import generate_tagging_samples
+from multimodal_suite.pipelines.demo_data.params import DemoTaggingConfig
+from multimodal_suite.pipelines.demo_data.tagging_collections import bad_input_keys
 from multimodal_suite.pipelines.tagging import nodes
+from multimodal_suite.pipelines.tagging.params import TargetParams
 from multimodal_suite.pipelines.tagging.pipeline import (
     create_evaluate_pipeline,
     create_index_pipeline,
@@ -67,7 +67,7 @@ def collection(tmp_path_factory):
     SampleFilesDataset(filepath=str(root / "source")).save(source)
     SampleFilesDataset(filepath=str(root / "vlm_tags")).save(tags)
     SampleFilesDataset(filepath=str(root / "target")).save(target)
-    return root, truth, bad_input_keys(DemoTaggingConfig.from_params(SAMPLES))
+    return root, truth, bad_input_keys(from_params(DemoTaggingConfig, SAMPLES, "demo_data_tagging"))
 
 
 def params(**changes) -> dict:
@@ -82,9 +82,13 @@ def source_view(root: Path):
     return WebDatasetShardsDataset(filepath=str(root / "source"), tags_dir=str(root / "vlm_tags")).load()
 
 
+def embed_source(view, cache, run_params: dict):
+    return nodes.embed_source_crops(view, cache, run_params["models"], run_params["batching"], run_params["source"])
+
+
 def run_source(root: Path, shards_dir: Path, run_params: dict) -> EmbeddingShardDataset:
     dataset = EmbeddingShardDataset(filepath=str(shards_dir))
-    for table in nodes.embed_source_crops(source_view(root), dataset.load(), run_params):
+    for table in embed_source(source_view(root), dataset.load(), run_params):
         dataset.save(table)
     return dataset
 
@@ -125,12 +129,12 @@ def test_source_resumes_per_shard(collection, tmp_path, caplog):
     second = run_source(root, shards_dir, params()).load()
     assert second.part_names[0] == first.part_names[0] and len(second.part_names) == 2
     assert set(second.rows["shard"]) == {"shard-000000.tar", "shard-000001.tar"}
-    again = list(nodes.embed_source_crops(source_view(root), second, params()))
+    again = list(embed_source(source_view(root), second, params()))
     assert [len(table) for table in again] == [0]
     # another segmenter configuration is another cache: nothing is reused across configurations
     other = params()
     other["models"]["segmenter"]["min_area"] = 300
-    assert sum(len(t) for t in nodes.embed_source_crops(source_view(root), second, other)) > 0
+    assert sum(len(t) for t in embed_source(source_view(root), second, other)) > 0
 
 
 def test_unknown_engine_is_a_clear_error(collection, tmp_path):
@@ -164,7 +168,8 @@ def _catalog(root: Path, work: Path, truth: dict, folder: str = "00290") -> Data
 
 
 def _run(pipeline, catalog: DataCatalog, run_params: dict) -> None:
-    catalog["params:tagging"] = MemoryDataset(run_params, copy_mode="deepcopy")
+    for section, values in run_params.items():
+        catalog[f"params:tagging.{section}"] = MemoryDataset(values, copy_mode="deepcopy")
     SequentialRunner().run(pipeline, catalog)
 
 
@@ -228,27 +233,17 @@ def test_dimension_mismatch_between_index_and_target_is_a_clear_error(collection
     stored = EmbeddingShardDataset(filepath=str(tmp_path / "e"))
     stored.save(EmbeddingTable(np.ones((1, 4), np.float32), table[["key"]]))
     with pytest.raises(ValueError, match="4-d.*8-d.*clip_model"):
-        nodes.tag_target_images(IndexBundle(index), {}, stored.load(), table, {}, params())
+        nodes.tag_target_images(IndexBundle(index), {}, stored.load(), table, {}, PARAMS["batching"],
+                                TargetParams(folder="00290", device="cpu"))
 
 
-def test_ray_data_engine_gives_the_same_tables(collection):
-    import ray
-
-    from multimodal_suite.pipelines.tagging.crops import CropEmbedder
-    from multimodal_suite.pipelines.tagging.ray_source_crops import iter_source_tables_ray
-    from multimodal_suite.pipelines.tagging.source_crops import iter_source_tables
-
+def test_a_misspelled_parameter_is_an_error_naming_the_valid_keys(collection, tmp_path):
     root, _, _ = collection
-    view = source_view(root)
-    models = PARAMS["models"]
-    local = dict(iter_source_tables(view, view.shards, CropEmbedder(models["segmenter"], models["clip_model"],
-                                                                     batch_clips=16, device="cpu"), 8))
-    assert not ray.is_initialized()
-    remote = dict(iter_source_tables_ray(view, view.shards, models["segmenter"], models["clip_model"],
-                                         batch_images=8, batch_clips=16, num_replicas=2, device="cpu",
-                                         num_cpus=2, object_store_bytes=200 * 2**20))
-    assert not ray.is_initialized()  # the local Ray it started is shut down
-    assert sorted(remote) == sorted(local) == view.shards
-    for shard in view.shards:
-        pd.testing.assert_frame_equal(remote[shard].rows, local[shard].rows)
-        np.testing.assert_allclose(remote[shard].embeddings, local[shard].embeddings, rtol=1e-3, atol=1e-3)
+    misspelled = params()
+    misspelled["target"]["min_vote"] = 5
+    with pytest.raises(ParamsError, match=r"'min_vote' \(did you mean 'min_votes'\?\).*valid keys: .*min_votes"):
+        nodes.evaluate_target_tags({}, {"00290": {}}, misspelled["target"])
+    with pytest.raises(ParamsError, match=r"tagging\.batching.*'batch_clips' must be an integer"):
+        list(embed_source(source_view(root), EmbeddingShardDataset(filepath=str(tmp_path / "s")).load(),
+                          params(batching__batch_clips="16")))
+

@@ -1,13 +1,12 @@
 import logging
 import socket
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+import ultralytics.utils
 from PIL import Image, ImageDraw
 
-from multimodal_suite.common.models import ModelUnavailableError
+from multimodal_suite.common.models import ModelSpec, ModelUnavailableError, family
 from multimodal_suite.pipelines.tagging.segmentation import (
     NEUTRAL_GREY,
     Crop,
@@ -15,11 +14,12 @@ from multimodal_suite.pipelines.tagging.segmentation import (
     SegmenterConfig,
     build_segmenter,
     crop_objects,
-    import_ultralytics_offline,
     mask_from_array,
     select_masks,
 )
 
+RANDOM_MOBILE_SAM = {"source": "config", "config": {"architecture": "mobile_sam"}, "seed": 0}
+RANDOM_YOLO_SEG = {"source": "config", "config": {"architecture": "yolo26n-seg"}, "seed": 0}
 BACKGROUND = (236, 232, 224)
 # (kind, [x0, y0, x1, y1] inclusive, colour): what PIL draws, so the true box is [x0, y0, x1 - x0 + 1, y1 - y0 + 1]
 SHAPES = [
@@ -199,40 +199,54 @@ def test_config_validation():
         SegmenterConfig(backend="watershed")
     with pytest.raises(ValueError, match="background must be one of"):
         SegmenterConfig(background="blur")
-    with pytest.raises(ValueError, match="needs `weights`"):
-        SegmenterConfig(backend="sam")
     with pytest.raises(ValueError, match=r"unknown segmenter parameter\(s\) \['max_mask'\]"):
         SegmenterConfig.from_dict({"backend": "classical", "max_mask": 3})
-    with pytest.raises(ValueError, match="random weights are available for the `sam` and `yolo_seg`"):
-        build_segmenter({"backend": "fastsam", "weights": "random:FastSAM-s"})
     assert SegmenterConfig().config_hash == SegmenterConfig.from_dict({}).config_hash
     assert SegmenterConfig(min_area=10).config_hash != SegmenterConfig().config_hash
 
 
+def test_weights_are_a_model_spec_of_the_backends_family():
+    with pytest.raises(ValueError, match="needs `weights`, a model spec"):
+        SegmenterConfig(backend="sam")
+    with pytest.raises(ValueError, match="segmenter weights must be a model spec"):
+        SegmenterConfig.from_dict({"backend": "sam", "weights": "sam2.1_b.pt"})
+    with pytest.raises(ValueError, match="`classical` segmenter backend takes no weights"):
+        SegmenterConfig(weights={"source": "path", "path": "sam_b.pt"})
+    with pytest.raises(ValueError, match="backend 'sam' needs weights of family 'sam', got 'yolo_seg'"):
+        SegmenterConfig(backend="sam", weights={"source": "path", "family": "yolo_seg", "path": "yolo11n-seg.pt"})
+    with pytest.raises(ValueError, match="family 'fastsam' loads from source path, not 'config'"):
+        SegmenterConfig(backend="fastsam", weights={"source": "config", "config": {"architecture": "FastSAM-s"}})
+
+    config = SegmenterConfig.from_dict({"backend": "sam", "weights": {"source": "path", "path": "sam2.1_b.pt"}})
+    assert config.weights == ModelSpec(source="path", family="sam", path="sam2.1_b.pt")
+    # the plain form (what Ray actors receive) reads back to the same configuration and cache key
+    assert SegmenterConfig.from_dict(config.to_dict()) == config
+    assert SegmenterConfig.from_dict(config.to_dict()).config_hash == config.config_hash
+    other = SegmenterConfig.from_dict({"backend": "sam", "weights": {"source": "path", "path": "sam2.1_l.pt"}})
+    assert other.config_hash != config.config_hash
+
+
 @pytest.mark.parametrize("backend, weights", [("sam", "sam_b.pt"), ("fastsam", "FastSAM-s.pt"),
                                               ("yolo_seg", "yolo11n-seg.pt"), ("yolo_seg", "/models/none/yolo.pt")])
-def test_missing_ultralytics_weights_fail_fast_without_network(backend, weights, monkeypatch, tmp_path):
-    import_ultralytics_offline()
-    from ultralytics.utils import SETTINGS
-
-    if (Path(SETTINGS["weights_dir"]) / weights).is_file():
-        pytest.skip(f"{weights} is cached in ultralytics' weights directory on this machine")
+def test_missing_ultralytics_weights_fail_before_loading_without_network(backend, weights, monkeypatch, tmp_path):
+    monkeypatch.setattr(ultralytics.utils, "SETTINGS", {"weights_dir": str(tmp_path / "empty")})
     monkeypatch.chdir(tmp_path)
 
     def no_network(*args, **kwargs):
         raise AssertionError("the network was contacted")
 
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded although its weights are missing")
+
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(type(family(backend)), "load_pretrained", no_loading)
 
-    start = time.perf_counter()
     with pytest.raises(ModelUnavailableError) as caught:
-        build_segmenter({"backend": backend, "weights": weights})
-    assert time.perf_counter() - start < 5.0
+        build_segmenter({"backend": backend, "weights": {"source": "path", "path": weights}})
     message = str(caught.value)
-    assert f"'{backend}' segmentation weights '{weights}'" in message
-    assert "`kedro run --env demo`" in message and "`classical` backend" in message
-    assert "`weights: /models/" in message
+    assert f"Cannot load {backend} model {weights!r} (no such file" in message
+    assert "`kedro run --env demo`" in message and "`{source: path, path: /models/" in message
 
 
 def _check_masks(results, images):
@@ -251,28 +265,46 @@ def _check_masks(results, images):
 
 
 def test_sam_backend_end_to_end_with_random_mobile_sam(caplog):
-    config = SegmenterConfig(backend="sam", weights="random:mobile_sam", imgsz=256, device="cpu", min_area=0,
+    config = SegmenterConfig(backend="sam", weights=RANDOM_MOBILE_SAM, imgsz=256, device="cpu", min_area=0,
                              max_masks=4, sam_points_per_side=4, score_threshold=0.0, sam_pred_iou_thresh=0.0,
                              sam_stability_thresh=0.0)
     with caplog.at_level(logging.WARNING, logger="multimodal_suite.pipelines.tagging.segmentation"):
         segmenter = build_segmenter(config)
     assert "RANDOM weights" in caplog.text and "RANDOM weights" in segmenter.describe()
+    calls = []
+    predictor = segmenter.predictor
+
+    def counting_predictor(source, **kwargs):
+        calls.append((source.shape, kwargs["points_stride"]))
+        return predictor(source=source, **kwargs)
+
+    segmenter.predictor = counting_predictor
     images = [draw_shapes(size=(128, 96)), draw_shapes(size=(96, 72))]
 
-    start = time.perf_counter()
     results = segmenter.segment(images)
 
-    assert time.perf_counter() - start < 30.0
+    assert calls == [((96, 128, 3), 4), ((72, 96, 3), 4)]  # one image per call, the configured prompt grid
     _check_masks(results, images)
     assert any(results), "with every threshold off, random weights still give some mask"
+    assert all(len(masks) <= 4 for masks in results)
 
 
 def test_yolo_seg_backend_end_to_end_with_random_weights():
-    config = SegmenterConfig(backend="yolo_seg", weights="random:yolo26n-seg", imgsz=96, device="cpu", min_area=0,
+    config = SegmenterConfig(backend="yolo_seg", weights=RANDOM_YOLO_SEG, imgsz=96, device="cpu", min_area=0,
                              max_masks=5, batch_size=2, score_threshold=0.0)
     images = [draw_shapes(size=(128, 96)), draw_shapes(size=(96, 72)), draw_shapes(size=(64, 64))]
+    segmenter = build_segmenter(config)
+    batches = []
+    predict = segmenter.model.predict
 
-    results = build_segmenter(config).segment(images)
+    def counting_predict(sources, **kwargs):
+        batches.append(len(sources))
+        return predict(sources, **kwargs)
 
+    segmenter.model.predict = counting_predict
+
+    results = segmenter.segment(images)
+
+    assert batches == [2, 1]  # batch_size images per ultralytics call
     _check_masks(results, images)
     assert all(len(masks) <= 5 for masks in results)

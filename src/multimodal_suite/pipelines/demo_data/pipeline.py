@@ -5,8 +5,7 @@ from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import generate_comic_books
-from .tagging_samples import generate_tagging_samples
+from .nodes import generate_comic_books, generate_tagging_samples
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import asdict
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -22,8 +23,18 @@ from multimodal_suite.common.device import autocast_context, autocast_dtype, pic
 from multimodal_suite.common.embeddings import EmbeddingTable
 from multimodal_suite.common.encoding import encode_images, encode_texts
 from multimodal_suite.common.hashing import content_key
-from multimodal_suite.common.models import ModelSpec, load_model
+from multimodal_suite.common.models import load_model
+from multimodal_suite.common.params import from_params
 from multimodal_suite.common.rejects import Rejects, combine_rejects
+from multimodal_suite.common.training import (
+    BestCheckpoint,
+    EarlyStopping,
+    fit,
+    history_metrics,
+    loss_curve_figure,
+    optimizer_step,
+    warmup_schedule,
+)
 from multimodal_suite.models.bookbert import (
     BookBERTConfig,
     BookBERTMultimodal2,
@@ -32,10 +43,13 @@ from multimodal_suite.models.bookbert import (
 )
 
 from .metrics import book_strip_figure, confusion_matrix_figure, evaluate_books
+from .params import BaselineParams, ClassifyParams, ModelParams, PrecomputeParams, SplitParams, TrainParams
 
 logger = logging.getLogger(__name__)
 
 PROB_COLUMNS = [f"prob_{name}" for name in CLASS_NAMES]
+# Validation during training sees whole books up to the model's position limit, windows of half that past it.
+_VALIDATION_INFERENCE = ClassifyParams(window=None, stride=None)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -44,7 +58,8 @@ PROB_COLUMNS = [f"prob_{name}" for name in CLASS_NAMES]
 
 
 def index_pages(
-    comic_books: Mapping[str, ComicBook], comic_annotations: list[dict], params: Mapping[str, Any]
+    comic_books: Mapping[str, ComicBook], comic_annotations: list[dict],
+    params: Mapping[str, Any] | PrecomputeParams,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """List every page of every book in numeric page order with its content keys.
 
@@ -61,16 +76,14 @@ def index_pages(
         The page index (book_id, page_index, image_name, image_key, text_key, ocr_text, ocr_problem) and the
         rejects of listing (missing book folders, missing or malformed OCR).
     """
+    params = from_params(PrecomputeParams, params, "pss.precompute")
     rejects = Rejects(stage="pss_precompute")
-    source = params.get("book_source", "annotations")
-    if source == "annotations":
+    if params.book_source == "annotations":
         book_ids = list(dict.fromkeys(str(record["hash_code"]) for record in comic_annotations))
-    elif source == "scan":
-        book_ids = sorted(comic_books)
     else:
-        raise ValueError(f"pss.precompute.book_source must be 'annotations' or 'scan', got {source!r}")
-    image_spec_hash = ModelSpec.parse(params["image_model"]).spec_hash
-    text_spec_hash = ModelSpec.parse(params["text_model"]).spec_hash
+        book_ids = sorted(comic_books)
+    image_spec_hash = params.image_model.spec_hash
+    text_spec_hash = params.text_model.spec_hash
 
     rows: list[dict[str, Any]] = []
     for book_id in tqdm(book_ids, desc="index books", unit="book", leave=False):
@@ -116,8 +129,7 @@ def _check_dim(name: str, got: int, expected: int | None) -> None:
 def _pending(index: pd.DataFrame, key_column: str, cached) -> pd.DataFrame:
     """Unique keys of ``index`` not yet in the cached shards (first page that has each key)."""
     unique = index.drop_duplicates(key_column)
-    present = cached.keys if len(cached) else set()
-    return unique[~unique[key_column].isin(present)]
+    return unique[unique[key_column].isin(cached.missing(unique[key_column]))]
 
 
 def _chunks(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
@@ -129,7 +141,7 @@ def embed_page_images(
     comic_books: Mapping[str, ComicBook],
     pss_page_index: pd.DataFrame,
     page_image_embeddings_cache,
-    params: Mapping[str, Any],
+    params: Mapping[str, Any] | PrecomputeParams,
 ) -> Iterator[EmbeddingTable]:
     """Embed the page images whose key is not cached yet, yielding one shard part per ``part_size`` pages.
 
@@ -141,57 +153,47 @@ def embed_page_images(
     ``ray.num_gpus_per_replica`` GPUs and ``ray.num_cpus_per_replica`` CPUs, on the cluster at ``ray.address`` /
     ``RAY_ADDRESS`` or a local Ray). Both give the same rows and failures.
     """
+    params = from_params(PrecomputeParams, params, "pss.precompute")
     todo = _pending(pss_page_index, "image_key", page_image_embeddings_cache)
     reused = pss_page_index["image_key"].nunique() - len(todo)
     if todo.empty:
         logger.info("Page images: all %d keys cached, nothing to compute", reused)
         yield EmbeddingTable.empty(page_image_embeddings_cache.dim or 0)
         return
-    engine = params.get("engine", "in_process")
-    if engine not in ("in_process", "ray_data"):
-        raise ValueError(f"pss.precompute.engine must be 'in_process' or 'ray_data', got {engine!r}")
-    batch_size = int(params.get("batch_size", 32))
-    device = params.get("device", "auto")
-    mixed_precision = bool(params.get("mixed_precision", True))
-    decode_workers = int(params.get("decode_workers", 2))
-    chunks = list(_chunks(todo, int(params.get("part_size", 512))))
+    chunks = list(_chunks(todo, params.part_size))
 
     def loaders_of(chunk: pd.DataFrame) -> list:
         return [comic_books[b].page(p).read_image_bytes for b, p in zip(chunk["book_id"], chunk["page_index"])]
 
-    if engine == "ray_data":
+    if params.engine == "ray_data":
         # Imported here: only this engine needs Ray (and Ray Data), which the other engines need not load.
         from multimodal_suite.common.ray_encoding import iter_encode_images_ray
 
-        ray_params = params.get("ray") or {}
-        spec_hash = ModelSpec.parse(params["image_model"]).spec_hash
+        spec_hash = params.image_model.spec_hash
         # One actor pool for all pages (each replica loads the model once); parts come back in order.
         results = iter_encode_images_ray(
-            params["image_model"],
+            params.image_model,
             [load for chunk in chunks for load in loaders_of(chunk)],
             part_size=len(chunks[0]),
-            batch_size=batch_size,
-            num_replicas=int(ray_params.get("num_replicas", 1)),
-            num_gpus_per_replica=float(ray_params.get("num_gpus_per_replica", 0)),
-            num_cpus_per_replica=float(ray_params.get("num_cpus_per_replica", 1)),
-            decode_workers=decode_workers,
-            mixed_precision=mixed_precision,
-            device=device,
-            address=ray_params.get("address"),
+            options=params.ray,
+            batch_size=params.batch_size,
+            decode_workers=params.decode_workers,
+            mixed_precision=params.mixed_precision,
+            device=params.device,
         )
     else:
-        loaded = load_model(params["image_model"])
-        _check_dim("image", loaded.output_dim, params.get("expected_visual_dim"))
+        loaded = load_model(params.image_model)
+        _check_dim("image", loaded.output_dim, params.expected_visual_dim)
         spec_hash = loaded.spec_hash
         results = (
-            encode_images(loaded, loaders_of(chunk), batch_size=batch_size, device=device,
-                          mixed_precision=mixed_precision, num_workers=decode_workers, progress=None)
+            encode_images(loaded, loaders_of(chunk), batch_size=params.batch_size, device=params.device,
+                          mixed_precision=params.mixed_precision, num_workers=params.decode_workers, progress=None)
             for chunk in chunks
         )
     started, failed = time.perf_counter(), 0  # the Ray engine starts (Ray, replicas) on the first part asked for
     bar = tqdm(total=len(todo), desc="embed page images", unit="page")
     for result, chunk in zip(results, chunks):  # results first: the Ray engine shuts down once it is exhausted
-        _check_dim("image", result.embeddings.shape[1], params.get("expected_visual_dim"))
+        _check_dim("image", result.embeddings.shape[1], params.expected_visual_dim)
         failed += len(result.failures)
         rows = chunk[["image_key", "book_id", "page_index"]].rename(columns={"image_key": "key"}).reset_index(drop=True)
         rows["decode_error"] = [result.failures.get(i, "") for i in range(len(rows))]
@@ -204,23 +206,23 @@ def embed_page_images(
 
 
 def embed_page_texts(
-    pss_page_index: pd.DataFrame, page_text_embeddings_cache, params: Mapping[str, Any]
+    pss_page_index: pd.DataFrame, page_text_embeddings_cache, params: Mapping[str, Any] | PrecomputeParams
 ) -> Iterator[EmbeddingTable]:
     """Embed the OCR text of pages whose text key is not cached yet, one shard part per ``part_size`` pages."""
+    params = from_params(PrecomputeParams, params, "pss.precompute")
     todo = _pending(pss_page_index, "text_key", page_text_embeddings_cache)
     reused = pss_page_index["text_key"].nunique() - len(todo)
     if todo.empty:
         logger.info("Page texts: all %d keys cached, nothing to compute", reused)
         yield EmbeddingTable.empty(page_text_embeddings_cache.dim or 0)
         return
-    loaded = load_model(params["text_model"])
-    _check_dim("text", loaded.output_dim, params.get("expected_text_dim"))
+    loaded = load_model(params.text_model)
+    _check_dim("text", loaded.output_dim, params.expected_text_dim)
     started = time.perf_counter()
     bar = tqdm(total=len(todo), desc="embed page texts", unit="page")
-    for chunk in _chunks(todo, int(params.get("part_size", 512))):
-        result = encode_texts(loaded, list(chunk["ocr_text"]), batch_size=int(params.get("text_batch_size", 64)),
-                              max_batch_tokens=params.get("text_max_batch_tokens", 1024),
-                              device=params.get("device", "auto"), progress=None)
+    for chunk in _chunks(todo, params.part_size):
+        result = encode_texts(loaded, list(chunk["ocr_text"]), batch_size=params.text_batch_size,
+                              max_batch_tokens=params.text_max_batch_tokens, device=params.device, progress=None)
         rows = chunk[["text_key", "book_id", "page_index"]].rename(columns={"text_key": "key"}).reset_index(drop=True)
         bar.update(len(chunk))
         yield EmbeddingTable(result.embeddings, rows, model_spec_hash=loaded.spec_hash)
@@ -287,7 +289,7 @@ def build_page_labels(
     return labels, rejects
 
 
-def split_books(page_labels: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+def split_books(page_labels: pd.DataFrame, params: Mapping[str, Any] | SplitParams) -> pd.DataFrame:
     """Assign every labelled book to train/val/test by a seeded shuffle (whole books, never pages).
 
     Args:
@@ -297,11 +299,12 @@ def split_books(page_labels: pd.DataFrame, params: Mapping[str, Any]) -> pd.Data
     Returns:
         A table of book_id, split.
     """
+    params = from_params(SplitParams, params, "pss.split")
     books = sorted(page_labels.loc[page_labels["label"] != IGNORE_LABEL, "book_id"].unique())
-    rng = np.random.default_rng(int(params.get("seed", 0)))
+    rng = np.random.default_rng(params.seed)
     order = [books[i] for i in rng.permutation(len(books))]
-    n_test = max(1, round(len(books) * float(params.get("test_fraction", 0.15))))
-    n_val = max(1, round(len(books) * float(params.get("val_fraction", 0.15))))
+    n_test = max(1, round(len(books) * params.test_fraction))
+    n_val = max(1, round(len(books) * params.val_fraction))
     if len(books) < 3:
         raise ValueError(f"need at least 3 labelled books to split into train/val/test, got {len(books)}")
     split = ["test"] * n_test + ["val"] * n_val + ["train"] * (len(books) - n_test - n_val)
@@ -363,29 +366,16 @@ def _random_window(features: torch.Tensor, labels: np.ndarray, window: int, rng:
     return features[start : start + window], labels[start : start + window]
 
 
-def _lr_lambda(warmup_steps: int, total_steps: int, schedule: str):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        if schedule == "inverse_sqrt":
-            return math.sqrt(max(1, warmup_steps) / (step + 1))
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
 def predict_books(
-    model: BookBERTMultimodal2, sequences: Mapping[str, dict], book_ids: list[str], params: Mapping[str, Any]
+    model: BookBERTMultimodal2, sequences: Mapping[str, dict], book_ids: list[str], params: ClassifyParams
 ) -> dict[str, np.ndarray]:
     """Class probabilities [L, C] per book, whole books as context (windows only past the position limit)."""
-    device = pick_device(params.get("device", "auto"))
+    device = pick_device(params.device)
     model.eval().to(device)
-    with autocast_context(device, autocast_dtype(device, bool(params.get("mixed_precision", False)))):
+    with autocast_context(device, autocast_dtype(device, params.mixed_precision)):
         all_logits = classify_sequences(
-            model, [sequences[book_id]["features"].to(device) for book_id in book_ids], window=params.get("window"),
-            stride=params.get("stride"), batch_windows=int(params.get("batch_windows", 16)),
-            max_batch_pages=int(params.get("max_batch_pages", 4096)))
+            model, [sequences[book_id]["features"].to(device) for book_id in book_ids], window=params.window,
+            stride=params.stride, batch_windows=params.batch_windows, max_batch_pages=params.max_batch_pages)
     model.cpu()
     return {book_id: torch.softmax(logits.float(), dim=-1).cpu().numpy()
             for book_id, logits in zip(book_ids, all_logits)}
@@ -417,8 +407,8 @@ def train_bookbert(
     page_labels: pd.DataFrame,
     pss_book_split: pd.DataFrame,
     page_text_embeddings,
-    model_params: Mapping[str, Any],
-    train_params: Mapping[str, Any],
+    model_params: Mapping[str, Any] | ModelParams,
+    train_params: Mapping[str, Any] | TrainParams,
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, list[dict[str, float]]], Figure]:
     """Train BookBERT on the train books, early-stop on val loss, keep the checkpoint with the best val macro-F1.
 
@@ -429,40 +419,31 @@ def train_bookbert(
         The trained model (``{"config", "state_dict", "metadata"}`` for the safetensors model dataset), the
         per-epoch history table, the same history as MLflow metrics and a loss-curve figure.
     """
-    if int(model_params.get("num_classes", NUM_CLASSES)) != NUM_CLASSES:
-        raise ValueError(f"num_classes={model_params['num_classes']} but the annotations define {NUM_CLASSES} classes "
-                         f"({', '.join(CLASS_NAMES)}); PSS_NUM_CLASSES must be {NUM_CLASSES}")
-    seed = int(train_params.get("seed", 0))
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    model_params = from_params(ModelParams, model_params, "pss.model")
+    train_params = from_params(TrainParams, train_params, "pss.train")
+    torch.manual_seed(train_params.seed)
+    rng = np.random.default_rng(train_params.seed)
     labels = _labels_for(pss_book_sequences, page_labels)
     train_books = _books_in(pss_book_split, "train", pss_book_sequences)
     val_books = _books_in(pss_book_split, "val", pss_book_sequences)
     total_dim = next(iter(pss_book_sequences.values()))["features"].shape[1]
     text_dim = int(page_text_embeddings.dim)
-    config = BookBERTConfig.from_dict({**dict(model_params), "text_dim": text_dim, "visual_dim": total_dim - text_dim})
+    config = BookBERTConfig(**asdict(model_params), text_dim=text_dim, visual_dim=total_dim - text_dim)
     model = BookBERTMultimodal2(config)
-    device = pick_device(train_params.get("device", "auto"))
+    device = pick_device(train_params.device)
     model.to(device)
 
     loss_fn = torch.nn.CrossEntropyLoss(weight=_class_weights([labels[b] for b in train_books]).to(device),
                                         ignore_index=IGNORE_LABEL)
-    epochs = int(train_params.get("epochs", 50))
-    books_per_batch = int(train_params.get("books_per_batch", 4))
+    epochs, books_per_batch = train_params.epochs, train_params.books_per_batch
     steps_per_epoch = math.ceil(len(train_books) / books_per_batch)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(train_params.get("learning_rate", 3e-4)),
-                                  weight_decay=float(train_params.get("weight_decay", 0.01)))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(
-        int(train_params.get("warmup_steps", steps_per_epoch * 2)), epochs * steps_per_epoch,
-        str(train_params.get("schedule", "cosine"))))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_params.learning_rate,
+                                  weight_decay=train_params.weight_decay)
+    scheduler = warmup_schedule(optimizer, warmup_steps=train_params.warmup_steps,
+                                total_steps=epochs * steps_per_epoch, schedule=train_params.schedule)
     window = config.max_positions
-    patience = int(train_params.get("patience", 8))
-    grad_clip = float(train_params.get("grad_clip", 1.0))
 
-    history: list[dict[str, float]] = []
-    best_f1, best_state, best_epoch = -1.0, None, -1
-    best_val_loss, since_best_loss = math.inf, 0
-    for epoch in tqdm(range(epochs), desc="train BookBERT", unit="epoch"):
+    def train_epoch(epoch: int) -> dict[str, float]:
         model.train()
         order = rng.permutation(len(train_books))
         epoch_loss, batches = 0.0, 0
@@ -472,59 +453,36 @@ def train_bookbert(
             features, targets, mask = (t.to(device) for t in _pad_batch(items))
             logits = model(features, padding_mask=mask)
             loss = loss_fn(logits.reshape(-1, config.num_classes), targets.reshape(-1))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            scheduler.step()
+            optimizer_step(loss, optimizer, model.parameters(), max_grad_norm=train_params.grad_clip,
+                           scheduler=scheduler)
             epoch_loss += loss.item()
             batches += 1
+        return {"train_loss": epoch_loss / max(batches, 1)}
+
+    def evaluate(epoch: int) -> dict[str, float]:
+        # validation runs on the CPU, as classification does; training goes back to its device after
         model.cpu()
         val_loss = _loss_on(model, val_books, pss_book_sequences, labels, loss_fn.cpu(), window)
-        val_f1 = _macro_f1(labels, predict_books(model, pss_book_sequences, val_books, {}))
+        val_f1 = _macro_f1(labels, predict_books(model, pss_book_sequences, val_books, _VALIDATION_INFERENCE))
         model.to(device)
         loss_fn.to(device)
-        history.append({"epoch": epoch, "train_loss": epoch_loss / max(batches, 1), "val_loss": val_loss,
-                        "val_macro_f1": val_f1, "learning_rate": scheduler.get_last_lr()[0]})
-        if val_f1 > best_f1:
-            best_f1, best_epoch = val_f1, epoch
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        if val_loss < best_val_loss - 1e-4:
-            best_val_loss, since_best_loss = val_loss, 0
-        else:
-            since_best_loss += 1
-            if since_best_loss >= patience:
-                logger.info("Early stop after epoch %d: val loss has not improved for %d epochs", epoch, patience)
-                break
-    history_frame = pd.DataFrame(history)
-    logger.info("BookBERT: best val macro-F1 %.3f at epoch %d of %d run", best_f1, best_epoch, len(history))
+        return {"val_loss": val_loss, "val_macro_f1": val_f1}
+
+    result = fit(epochs=epochs, train_epoch=train_epoch, evaluate=evaluate, model=model, optimizer=optimizer,
+                 early_stopping=EarlyStopping("val_loss", patience=train_params.patience, min_delta=1e-4),
+                 checkpoint=BestCheckpoint("val_macro_f1", mode="max"), desc="train BookBERT")
+    logger.info("BookBERT: best val macro-F1 %.3f at epoch %d of %d run", result.best_value, result.best_epoch,
+                result.epochs_run)
     trained = {
         "config": config.to_dict(),
-        "state_dict": best_state,
-        "metadata": {"best_epoch": best_epoch, "best_val_macro_f1": best_f1, "class_names": list(CLASS_NAMES),
-                     "train_books": len(train_books), "val_books": len(val_books)},
+        "state_dict": result.best_state,
+        "metadata": {"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_value,
+                     "class_names": list(CLASS_NAMES), "train_books": len(train_books), "val_books": len(val_books)},
     }
-    metrics = {name: [{"value": float(row[name]), "step": int(row["epoch"])} for _, row in history_frame.iterrows()]
-               for name in ("train_loss", "val_loss", "val_macro_f1")}
-    return trained, history_frame, metrics, _loss_curve(history_frame, best_epoch)
-
-
-def _loss_curve(history: pd.DataFrame, best_epoch: int) -> Figure:
-    figure = Figure(figsize=(7, 4))
-    axis = figure.subplots()
-    axis.plot(history["epoch"], history["train_loss"], label="train loss")
-    axis.plot(history["epoch"], history["val_loss"], label="val loss")
-    twin = axis.twinx()
-    twin.plot(history["epoch"], history["val_macro_f1"], color="tab:green", linestyle="--", label="val macro-F1")
-    twin.set_ylabel("val macro-F1")
-    axis.axvline(best_epoch, color="grey", linestyle=":", label="best checkpoint")
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("loss")
-    axis.set_title("BookBERT training")
-    handles = axis.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    axis.legend(handles, [h.get_label() for h in handles], loc="upper right")
-    figure.tight_layout()
-    return figure
+    metrics = history_metrics(result.history, ("train_loss", "val_loss", "val_macro_f1"))
+    figure = loss_curve_figure(result.history, result.best_epoch, metric="val_macro_f1", metric_label="val macro-F1",
+                               title="BookBERT training")
+    return trained, result.history, metrics, figure
 
 
 def load_bookbert(bookbert_model: Mapping[str, Any]) -> BookBERTMultimodal2:
@@ -536,16 +494,17 @@ def load_bookbert(bookbert_model: Mapping[str, Any]) -> BookBERTMultimodal2:
 
 def train_page_baseline(
     pss_book_sequences: Mapping[str, dict], page_labels: pd.DataFrame, pss_book_split: pd.DataFrame,
-    params: Mapping[str, Any],
+    params: Mapping[str, Any] | BaselineParams,
 ) -> pd.DataFrame:
     """Single-page baseline: logistic regression on the same page features, no context; predicts every page."""
+    params = from_params(BaselineParams, params, "pss.baseline")
     labels = _labels_for(pss_book_sequences, page_labels)
     train_books = _books_in(pss_book_split, "train", pss_book_sequences)
     features = np.concatenate([pss_book_sequences[b]["features"].numpy() for b in train_books])
     targets = np.concatenate([labels[b] for b in train_books])
     keep = targets != IGNORE_LABEL
     classifier = make_pipeline(StandardScaler(), LogisticRegression(
-        C=float(params.get("C", 1.0)), max_iter=int(params.get("max_iter", 2000)), class_weight="balanced"))
+        C=params.C, max_iter=params.max_iter, class_weight="balanced"))
     classifier.fit(features[keep], targets[keep])
     probabilities = {}
     for book_id, sequence in pss_book_sequences.items():
@@ -575,7 +534,8 @@ def _prediction_table(sequences: Mapping[str, dict], probabilities: Mapping[str,
 
 
 def classify_books(
-    bookbert_model: Mapping[str, Any], pss_book_sequences: Mapping[str, dict], params: Mapping[str, Any]
+    bookbert_model: Mapping[str, Any], pss_book_sequences: Mapping[str, dict],
+    params: Mapping[str, Any] | ClassifyParams,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Label every page of every book (any length) with BookBERT.
 
@@ -583,6 +543,7 @@ def classify_books(
         A per-page table (book_id, page_index, label, label_name, prob_<class>...) and per-book JSON
         ``{book_id: {"num_pages", "pages": [{"page_index", "label", "probabilities": {class: p}}]}}``.
     """
+    params = from_params(ClassifyParams, params, "pss.classify")
     model = load_bookbert(bookbert_model)
     started = time.perf_counter()
     probabilities = predict_books(model, pss_book_sequences, sorted(pss_book_sequences), params)
@@ -615,7 +576,7 @@ def evaluate_pss(
     page_labels: pd.DataFrame,
     pss_book_split: pd.DataFrame,
     baseline_page_predictions: pd.DataFrame,
-    params: Mapping[str, Any],
+    params: Mapping[str, Any] | ClassifyParams,
 ) -> tuple[dict[str, Any], pd.DataFrame, Figure, Figure]:
     """Evaluate BookBERT and the single-page baseline on the test books with the published metric definitions.
 
@@ -623,11 +584,12 @@ def evaluate_pss(
         The evaluation report (``{"bookbert": {...}, "baseline": {...}, "test_books": n}``), the per-class table
         of both models, the confusion-matrix figure and the per-book strip plot of BookBERT.
     """
+    params = from_params(ClassifyParams, params, "pss.classify")
     labels = _labels_for(pss_book_sequences, page_labels)
-    test_books = _books_in(pss_book_split, params.get("split", "test"), pss_book_sequences)
+    test_books = _books_in(pss_book_split, params.split, pss_book_sequences)
     model = load_bookbert(bookbert_model)
     predictions = _prediction_table(pss_book_sequences, predict_books(model, pss_book_sequences, test_books, params))
-    report: dict[str, Any] = {"split": params.get("split", "test"), "test_books": len(test_books)}
+    report: dict[str, Any] = {"split": params.split, "test_books": len(test_books)}
     per_class_tables = []
     evaluated = {}
     for name, table in (("bookbert", predictions), ("baseline", baseline_page_predictions)):

@@ -26,6 +26,7 @@ from multimodal_suite.common.encoding import embed_prepared
 from multimodal_suite.common.hashing import hash_object
 from multimodal_suite.common.images import ImageDecodeError, decode_image, resize_for_model
 from multimodal_suite.common.models import LoadedModel, ModelSpec, load_model
+
 from .segmentation import Crop, Segmenter, SegmenterConfig, build_segmenter, crop_objects
 
 logger = logging.getLogger(__name__)

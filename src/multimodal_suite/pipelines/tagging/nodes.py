@@ -16,6 +16,13 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from multimodal_suite.common.embeddings import EmbeddingTable
+from multimodal_suite.common.faiss_index import IndexBundle
+from multimodal_suite.common.hashing import content_key
+from multimodal_suite.common.params import from_params
+from multimodal_suite.common.rejects import Rejects
+from multimodal_suite.common.vector_index import build_index, search_batched
+from multimodal_suite.common.webdataset_shards import WebDatasetShards
 from multimodal_suite.pipelines.tagging.crops import (
     CropEmbedder,
     CropEncoder,
@@ -23,29 +30,17 @@ from multimodal_suite.pipelines.tagging.crops import (
     decode_rgb,
     segment_images,
 )
-from multimodal_suite.common.embeddings import EmbeddingTable
-from multimodal_suite.common.faiss_index import IndexBundle
-from multimodal_suite.common.hashing import content_key
-from multimodal_suite.common.models import ModelSpec
 from multimodal_suite.pipelines.tagging.segmentation import build_segmenter
-from multimodal_suite.common.rejects import Rejects
 from multimodal_suite.pipelines.tagging.source_crops import iter_source_tables
-from multimodal_suite.common.vector_index import build_index, search_batched
-from multimodal_suite.common.webdataset_shards import WebDatasetShards
 
+from .params import BatchingParams, IndexParams, ModelsParams, SourceParams, TargetParams
 from .reporting import contact_sheet
 from .voting import tag_precision_recall, vote_crop_tags, vote_image_tags
 
 logger = logging.getLogger(__name__)
 
-GiB = 1024**3
-
-
-def _embedder(params: Mapping[str, Any], section: Mapping[str, Any]) -> CropEmbedder:
-    models, batching = params["models"], params.get("batching", {})
-    return CropEmbedder(models["segmenter"], models["clip_model"], batch_clips=int(batching.get("batch_clips", 64)),
-                        device=section.get("device", "auto"),
-                        mixed_precision=bool(section.get("mixed_precision", True)))
+Params = Mapping[str, Any]
+"""A parameter section as Kedro passes it (``params:tagging.<section>``)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -61,29 +56,35 @@ def _finished_shards(cache, pipeline_hash: str) -> set[str]:
 
 
 def embed_source_crops(
-    tagging_source_shards: WebDatasetShards, source_crop_embeddings_cache, params: Mapping[str, Any]
+    tagging_source_shards: WebDatasetShards,
+    source_crop_embeddings_cache,
+    models: Params | ModelsParams,
+    batching: Params | BatchingParams,
+    source: Params | SourceParams,
 ) -> Iterator[EmbeddingTable]:
     """Segment every sample of the selected shards, embed its crops in memory, yield one shard part per shard.
 
     Shards ``source.start_shard`` (inclusive) to ``source.end_shard`` (exclusive) of the sorted shard list are
     processed; a shard already stored for this segmenter + model configuration is skipped, so an interrupted run
-    resumes at the first unfinished shard. ``source.engine`` picks ``in_process`` (default) or ``ray_data`` (an
-    actor pool of ``source.ray.num_replicas`` segmenter + CLIP replicas). Unusable samples become error rows
-    (see :mod:`multimodal_suite.pipelines.tagging.source_crops`).
+    resumes at the first unfinished shard. ``source.engine`` picks ``in_process`` or ``ray_data`` (an actor pool
+    of ``source.ray.num_replicas`` segmenter + CLIP replicas). Unusable samples become error rows (see
+    :mod:`multimodal_suite.pipelines.tagging.source_crops`).
 
     Args:
         tagging_source_shards: the source collection.
         source_crop_embeddings_cache: the stored crop embeddings (to skip finished shards).
-        params: ``tagging`` parameters.
+        models: ``tagging.models`` parameters.
+        batching: ``tagging.batching`` parameters.
+        source: ``tagging.source`` parameters.
 
     Yields:
         One :class:`EmbeddingTable` per shard (an empty one when there is nothing to do).
     """
-    source = params.get("source", {})
-    models = params["models"]
-    batch_images = int(params.get("batching", {}).get("batch_images", 24))
-    view = tagging_source_shards.shard_range(source.get("start_shard"), source.get("end_shard"))
-    pipeline_hash = crop_pipeline_hash(models["segmenter"], models["clip_model"])
+    models = from_params(ModelsParams, models, "tagging.models")
+    batching = from_params(BatchingParams, batching, "tagging.batching")
+    source = from_params(SourceParams, source, "tagging.source")
+    view = tagging_source_shards.shard_range(source.start_shard, source.end_shard)
+    pipeline_hash = crop_pipeline_hash(models.segmenter, models.clip_model)
     finished = _finished_shards(source_crop_embeddings_cache, pipeline_hash)
     todo = [shard for shard in view.shards if shard not in finished]
     logger.info("Source shards: %d selected, %d already embedded, %d to do", len(view), len(view) - len(todo),
@@ -91,26 +92,19 @@ def embed_source_crops(
     if not todo:
         yield EmbeddingTable.empty(source_crop_embeddings_cache.dim or 0)
         return
-    engine = source.get("engine", "in_process")
     started = time.perf_counter()
-    if engine == "ray_data":
+    if source.engine == "ray_data":
+        # Imported here: only this engine needs Ray (and Ray Data), which the other engine need not load.
         from multimodal_suite.pipelines.tagging.ray_source_crops import iter_source_tables_ray
 
-        ray_params, hardware = source.get("ray") or {}, params.get("hardware") or {}
-        store_gb = hardware.get("object_store_gb")
         tables = iter_source_tables_ray(
-            view, todo, models["segmenter"], models["clip_model"], batch_images=batch_images,
-            batch_clips=int(params.get("batching", {}).get("batch_clips", 64)),
-            num_replicas=int(ray_params.get("num_replicas", 1)),
-            num_gpus_per_replica=float(ray_params.get("num_gpus_per_replica", 0)),
-            num_cpus_per_replica=float(ray_params.get("num_cpus_per_replica", 1)),
-            mixed_precision=bool(source.get("mixed_precision", True)), device=source.get("device", "auto"),
-            address=hardware.get("address"), num_cpus=hardware.get("num_cpus"), num_gpus=hardware.get("num_gpus"),
-            object_store_bytes=int(float(store_gb) * GiB) if store_gb else None)
-    elif engine == "in_process":
-        tables = iter_source_tables(view, todo, _embedder(params, source), batch_images)
+            view, todo, models.segmenter, models.clip_model, options=source.ray,
+            batch_images=batching.batch_images, batch_clips=batching.batch_clips,
+            mixed_precision=source.mixed_precision, device=source.device)
     else:
-        raise ValueError(f"tagging.source.engine must be 'in_process' or 'ray_data', got {engine!r}")
+        embedder = CropEmbedder(models.segmenter, models.clip_model, batch_clips=batching.batch_clips,
+                                device=source.device, mixed_precision=source.mixed_precision)
+        tables = iter_source_tables(view, todo, embedder, batching.batch_images)
     crops = samples = 0
     for shard, table in tables:
         ok = table.rows["error"] == ""
@@ -122,7 +116,8 @@ def embed_source_crops(
         yield table
     elapsed = time.perf_counter() - started
     logger.info("Source: %d shards, %d samples, %d crops in %.1f s (%.1f samples/s, %.1f crops/s; engine %s)",
-                len(todo), samples, crops, elapsed, samples / max(elapsed, 1e-9), crops / max(elapsed, 1e-9), engine)
+                len(todo), samples, crops, elapsed, samples / max(elapsed, 1e-9), crops / max(elapsed, 1e-9),
+                source.engine)
 
 
 def _usable_rows(shards) -> pd.DataFrame:
@@ -167,26 +162,26 @@ def report_source_rejects(source_crop_embeddings) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def build_tag_index(source_crop_embeddings, params: Mapping[str, Any]) -> IndexBundle:
+def build_tag_index(
+    source_crop_embeddings, index: Params | IndexParams, batching: Params | BatchingParams
+) -> IndexBundle:
     """FAISS index over the source crop embeddings (inner product on L2-normalised vectors), tuned to a recall.
 
     ``index.factory: auto`` chooses the index type from the number of vectors and ``index.memory_budget_mb``;
     a factory string overrides it. The search parameter is tuned to the smallest value reaching
     ``index.target_recall`` at ``index.k`` on held-out vectors; choice and measured recall are in ``info``.
     """
-    index_params = params.get("index", {})
+    index = from_params(IndexParams, index, "tagging.index")
+    batching = from_params(BatchingParams, batching, "tagging.batching")
     if not len(source_crop_embeddings):
         raise ValueError("no source crop embeddings to index; run `kedro run --pipeline tagging_source` first")
     usable = _usable_rows(source_crop_embeddings)
     # only the crops' vectors are read (memory-mapped parts), not the error rows' zero vectors
     vectors = source_crop_embeddings.get(usable["key"].tolist()).astype(np.float32)
     bundle = build_index(
-        vectors, usable["embedding_id"].to_numpy(), index_params.get("factory", "auto"),
-        train_sample=int(index_params.get("train_sample", 100_000)), seed=int(index_params.get("seed", 0)),
-        memory_budget_mb=index_params.get("memory_budget_mb"), k=int(index_params.get("k", 10)),
-        target_recall=float(index_params.get("target_recall", 0.95)),
-        held_out_queries=int(index_params.get("held_out_queries", 1000)),
-        batch_size=int(params.get("batching", {}).get("batch_faiss", 20_000)), progress="index crops")
+        vectors, usable["embedding_id"].to_numpy(), index.factory, train_sample=index.train_sample,
+        seed=index.seed, memory_budget_mb=index.memory_budget_mb, k=index.k, target_recall=index.target_recall,
+        held_out_queries=index.held_out_queries, batch_size=batching.batch_faiss, progress="index crops")
     bundle.info["model_spec_hashes"] = list(source_crop_embeddings.model_spec_hashes)
     return bundle
 
@@ -203,25 +198,30 @@ def _png(pixels: np.ndarray) -> bytes:
 
 
 def segment_target_images(
-    tagging_target_images: Mapping[str, Callable[[], bytes]], params: Mapping[str, Any]
+    tagging_target_images: Mapping[str, Callable[[], bytes]],
+    models: Params | ModelsParams,
+    batching: Params | BatchingParams,
+    target: Params | TargetParams,
 ) -> tuple[dict[str, bytes], pd.DataFrame, pd.DataFrame]:
     """Segment the images of one target folder and cut their crops (saved, so re-tagging never re-segments).
 
     Args:
         tagging_target_images: ``{image file name: loader}`` of the folder ``tagging.target.folder``.
-        params: ``tagging`` parameters.
+        models: ``tagging.models`` parameters.
+        batching: ``tagging.batching`` parameters.
+        target: ``tagging.target`` parameters.
 
     Returns:
         The crops as PNG files ``{"<image stem>_<crop id>.png": bytes}``; the crop table (image, crop_id,
         crop_file, bbox, area, whole_image, key: content key of the crop + image model); and the folder's rejects
         (undecodable images, images with no object found that fall back to one whole-image crop).
     """
-    target, models = params.get("target", {}), params["models"]
-    folder = str(target.get("folder"))
-    batch_images = int(params.get("batching", {}).get("batch_images", 24))
-    segmenter = build_segmenter(models["segmenter"])
+    models = from_params(ModelsParams, models, "tagging.models")
+    batch_images = from_params(BatchingParams, batching, "tagging.batching").batch_images
+    folder = from_params(TargetParams, target, "tagging.target").folder
+    segmenter = build_segmenter(models.segmenter)
     # Segmentation only: the image model is loaded by embed_target_crops.
-    spec_hash = ModelSpec.parse(models["clip_model"]).spec_hash
+    spec_hash = models.clip_model.spec_hash
     rejects = Rejects(stage="tagging_target")
     files: dict[str, bytes] = {}
     rows: list[dict[str, Any]] = []
@@ -263,19 +263,22 @@ def embed_target_crops(
     tagging_target_crops: Mapping[str, Callable[[], bytes]],
     target_crop_table: pd.DataFrame,
     target_crop_embeddings_cache,
-    params: Mapping[str, Any],
+    models: Params | ModelsParams,
+    batching: Params | BatchingParams,
+    target: Params | TargetParams,
 ) -> EmbeddingTable:
     """Embed the saved crops whose key is not stored yet (re-running with the same crops computes nothing)."""
-    pending = target_crop_table[~target_crop_table["key"].isin(
-        target_crop_embeddings_cache.keys if len(target_crop_embeddings_cache) else set())]
+    models = from_params(ModelsParams, models, "tagging.models")
+    batching = from_params(BatchingParams, batching, "tagging.batching")
+    target = from_params(TargetParams, target, "tagging.target")
+    # Byte-identical crops share a content key: each key is embedded once.
+    unique = target_crop_table.drop_duplicates("key")
+    pending = unique[unique["key"].isin(target_crop_embeddings_cache.missing(unique["key"]))]
     if pending.empty:
         logger.info("Target crops: all %d embeddings stored, nothing to compute", len(target_crop_table))
         return EmbeddingTable.empty(target_crop_embeddings_cache.dim or 0)
-    target = params.get("target", {})
-    encoder = CropEncoder(params["models"]["clip_model"],
-                          batch_clips=int(params.get("batching", {}).get("batch_clips", 64)),
-                          device=target.get("device", "auto"),
-                          mixed_precision=bool(target.get("mixed_precision", True)))
+    encoder = CropEncoder(models.clip_model, batch_clips=batching.batch_clips, device=target.device,
+                          mixed_precision=target.mixed_precision)
     started = time.perf_counter()
     pixels = [decode_rgb(tagging_target_crops[name]()) for name in pending["crop_file"]]
     vectors = encoder.embed_crops(pixels)
@@ -292,7 +295,8 @@ def tag_target_images(
     target_crop_embeddings,
     target_crop_table: pd.DataFrame,
     tagging_target_crops: Mapping[str, Callable[[], bytes]],
-    params: Mapping[str, Any],
+    batching: Params | BatchingParams,
+    target: Params | TargetParams,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, float]], Image.Image]:
     """Tag every image of the folder: each crop votes with its ``k`` nearest source crops, images take the union.
 
@@ -303,8 +307,9 @@ def tag_target_images(
         Per-image tags as a table (image, tag, score, rank), as JSON ``{image: {tag: score}}`` (every image of the
         crop table, tagged or not), and a contact sheet of the crops with their tags.
     """
-    target = params.get("target", {})
-    k, min_votes = int(target.get("k", 10)), int(target.get("min_votes", 3))
+    batching = from_params(BatchingParams, batching, "tagging.batching")
+    target = from_params(TargetParams, target, "tagging.target")
+    k, min_votes = target.k, target.min_votes
     if target_crop_table.empty:
         logger.warning("No crops to tag")
         return (pd.DataFrame(columns=["image", "tag", "score", "rank"]), {},
@@ -314,8 +319,7 @@ def tag_target_images(
         raise ValueError(f"target crop embeddings are {vectors.shape[1]}-d but the tag index holds {tag_index.dim}-d "
                          f"vectors; embed target and source with the same tagging.models.clip_model")
     # tag_index arrives replicated to the GPUs when there are any (FaissIndexDataset's use_gpu load arg)
-    scores, ids = search_batched(tag_index, vectors.astype(np.float32), k,
-                                 int(params.get("batching", {}).get("batch_faiss", 20_000)))
+    scores, ids = search_batched(tag_index, vectors.astype(np.float32), k, batching.batch_faiss)
     lookup = {int(key): tags for key, tags in id_to_tags.items()}
     crop_tags = [vote_crop_tags(row_ids, row_scores, lookup, min_votes) for row_ids, row_scores in zip(ids, scores)]
     per_image: dict[str, dict[str, float]] = {}
@@ -328,28 +332,27 @@ def tag_target_images(
     logger.info("Tagged %d images from %d crops (k=%d, min_votes=%d): %.2f tags per image, %d images untagged",
                 len(per_image), len(target_crop_table), k, min_votes, len(table) / max(len(per_image), 1),
                 sum(1 for tags in per_image.values() if not tags))
-    sheet_params = target.get("contact_sheet", {})
-    shown = target_crop_table.head(int(sheet_params.get("max_crops", 48)))
+    shown = target_crop_table.head(target.contact_sheet.max_crops)
     sheet = contact_sheet([tagging_target_crops[name]() for name in shown["crop_file"]],
                           [f"{row.image} #{row.crop_id}" for row in shown.itertuples()],
-                          [crop_tags[i] for i in shown.index], thumb_size=int(sheet_params.get("thumb_size", 96)),
+                          [crop_tags[i] for i in shown.index], thumb_size=target.contact_sheet.thumb_size,
                           max_crops=len(shown))
     return table, per_image, sheet
 
 
 def evaluate_target_tags(
     target_tags: Mapping[str, Mapping[str, float]], tagging_target_truth: Mapping[str, Mapping[str, list[str]]],
-    params: Mapping[str, Any],
+    target: Params | TargetParams,
 ) -> dict[str, Any]:
     """Micro tag precision/recall/F1 of the folder's predicted tags against its true tags (demo collections)."""
-    folder = str(params.get("target", {}).get("folder"))
+    target = from_params(TargetParams, target, "tagging.target")
+    folder = target.folder
     truth = tagging_target_truth.get(folder)
     if truth is None:
         raise ValueError(f"no true tags for folder {folder!r}; folders with true tags: {sorted(tagging_target_truth)}")
     scores = tag_precision_recall({image: list(tags) for image, tags in target_tags.items()}, truth)
     report = {"folder": folder, **{name: round(value, 4) for name, value in scores.items()},
-              "k": int(params.get("target", {}).get("k", 10)),
-              "min_votes": int(params.get("target", {}).get("min_votes", 3))}
+              "k": target.k, "min_votes": target.min_votes}
     logger.info("Folder %s tags vs truth: precision %.3f, recall %.3f, F1 %.3f over %d images", folder,
                 scores["precision"], scores["recall"], scores["f1"], int(scores["images"]))
     return report

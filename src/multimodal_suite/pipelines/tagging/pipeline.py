@@ -9,56 +9,60 @@ def create_source_pipeline(**kwargs) -> Pipeline:
     """Tagged webdataset shards → crop embeddings (segment → crop in memory → embed), id → tags map, rejects."""
     return Pipeline([
         Node(nodes.embed_source_crops,
-             inputs=["tagging_source_shards@webdataset", "source_crop_embeddings_cache", "params:tagging"],
-             outputs="source_crop_embeddings", name="embed_source_crops",
-             tags=["tagging", "tagging_source", "gpu"]),
+             inputs=["tagging_source_shards@webdataset", "source_crop_embeddings_cache", "params:tagging.models",
+                     "params:tagging.batching", "params:tagging.source"],
+             outputs="source_crop_embeddings", name="embed_source_crops", tags=["gpu"]),
         Node(nodes.map_ids_to_tags, inputs="source_crop_embeddings", outputs="tagging_id_to_tags",
-             name="map_ids_to_tags", tags=["tagging", "tagging_source"]),
+             name="map_ids_to_tags"),
         Node(nodes.report_source_rejects, inputs="source_crop_embeddings", outputs="tagging_rejects",
-             name="report_source_rejects", tags=["tagging", "tagging_source"]),
-    ])
+             name="report_source_rejects"),
+    ], tags=["tagging", "tagging_source"])
 
 
 def create_index_pipeline(**kwargs) -> Pipeline:
     """Source crop embeddings → FAISS tag index tuned to a target recall."""
     return Pipeline([
-        Node(nodes.build_tag_index, inputs=["source_crop_embeddings", "params:tagging"], outputs="tag_index",
-             name="build_tag_index", tags=["tagging", "tagging_index"]),
-    ])
+        Node(nodes.build_tag_index,
+             inputs=["source_crop_embeddings", "params:tagging.index", "params:tagging.batching"],
+             outputs="tag_index", name="build_tag_index"),
+    ], tags=["tagging", "tagging_index"])
 
 
 def _tag_node() -> Node:
     return Node(nodes.tag_target_images,
                 inputs=["tag_index", "tagging_id_to_tags", "target_crop_embeddings", "target_crop_table",
-                        "tagging_target_crops", "params:tagging"],
-                outputs=["target_tag_table", "target_tags", "target_contact_sheet"], name="tag_target_images",
-                tags=["tagging", "tagging_target"])
+                        "tagging_target_crops", "params:tagging.batching", "params:tagging.target"],
+                outputs=["target_tag_table", "target_tags", "target_contact_sheet"], name="tag_target_images")
 
 
 def create_target_pipeline(**kwargs) -> Pipeline:
     """One target folder (``tagging.target.folder``) → saved crops → embeddings → tags by kNN voting."""
     return Pipeline([
-        Node(nodes.segment_target_images, inputs=["tagging_target_images@folder", "params:tagging"],
+        Node(nodes.segment_target_images,
+             inputs=["tagging_target_images@folder", "params:tagging.models", "params:tagging.batching",
+                     "params:tagging.target"],
              outputs=["tagging_target_crops", "target_crop_table", "tagging_target_rejects"],
-             name="segment_target_images", tags=["tagging", "tagging_target", "gpu"]),
+             name="segment_target_images", tags=["gpu"]),
         Node(nodes.embed_target_crops,
-             inputs=["tagging_target_crops", "target_crop_table", "target_crop_embeddings_cache", "params:tagging"],
-             outputs="target_crop_embeddings", name="embed_target_crops", tags=["tagging", "tagging_target", "gpu"]),
+             inputs=["tagging_target_crops", "target_crop_table", "target_crop_embeddings_cache",
+                     "params:tagging.models", "params:tagging.batching", "params:tagging.target"],
+             outputs="target_crop_embeddings", name="embed_target_crops", tags=["gpu"]),
         _tag_node(),
-    ])
+    ], tags=["tagging", "tagging_target"])
 
 
 def create_retag_pipeline(**kwargs) -> Pipeline:
     """Re-tag a folder from its saved crops and embeddings (new ``k`` / ``min_votes``), without re-segmenting."""
-    return Pipeline([_tag_node()])
+    # Tagged as in tagging_target: the node is the same node in both, once the pipelines are added.
+    return Pipeline([_tag_node()], tags=["tagging", "tagging_target"])
 
 
 def create_evaluate_pipeline(**kwargs) -> Pipeline:
     """Predicted tags of the folder vs its true tags (the generated demo collections have them)."""
     return Pipeline([
-        Node(nodes.evaluate_target_tags, inputs=["target_tags", "tagging_target_truth", "params:tagging"],
-             outputs="tagging_evaluation", name="evaluate_target_tags", tags=["tagging", "tagging_evaluate"]),
-    ])
+        Node(nodes.evaluate_target_tags, inputs=["target_tags", "tagging_target_truth", "params:tagging.target"],
+             outputs="tagging_evaluation", name="evaluate_target_tags"),
+    ], tags=["tagging", "tagging_evaluate"])
 
 
 def create_pipeline(**kwargs) -> Pipeline:

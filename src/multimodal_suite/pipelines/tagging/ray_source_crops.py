@@ -21,15 +21,17 @@ import ray
 import ray.data
 import torch
 
-from .crops import CropEmbedder, crop_pipeline_hash
 from multimodal_suite.common.models import ModelSpec
-from multimodal_suite.common.ray_encoding import ray_connection
+from multimodal_suite.common.ray import RayOptions, check_replica_fits, ray_session
+from multimodal_suite.common.webdataset_shards import WebDatasetShards
+
+from .crops import CropEmbedder, crop_pipeline_hash
 from .ray_shard_reader import NO_END, read_shard_rows
 from .segmentation import SegmenterConfig
 from .source_crops import ROW_COLUMNS, rows_to_table, sample_rows
-from multimodal_suite.common.webdataset_shards import WebDatasetShards
 
 logger = logging.getLogger(__name__)
+
 
 class CropEmbedActor:
     """One replica of the actor pool: segmenter + image model, loaded once, applied batch after batch.
@@ -78,17 +80,11 @@ def iter_source_tables_ray(
     segmenter: Mapping[str, Any] | SegmenterConfig,
     model: Mapping[str, Any] | ModelSpec,
     *,
+    options: RayOptions,
     batch_images: int = 24,
     batch_clips: int = 64,
-    num_replicas: int = 1,
-    num_gpus_per_replica: float = 0,
-    num_cpus_per_replica: float = 1,
     mixed_precision: bool = True,
     device: str | None = "auto",
-    address: str | None = None,
-    num_cpus: int | None = None,
-    num_gpus: float | None = None,
-    object_store_bytes: int | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """``(shard, EmbeddingTable)`` per shard, computed on a Ray Data actor pool; same tables as in process.
 
@@ -99,23 +95,30 @@ def iter_source_tables_ray(
         shards: shard names of ``view`` to process.
         segmenter: segmenter configuration.
         model: image model spec.
-        batch_images: samples per ``map_batches`` batch (the segmenter's batch).
+        options: the actor pool (``num_replicas`` replicas, each with its own segmenter and model, asking for
+            ``num_cpus_per_replica`` CPUs, also its torch thread count, and ``num_gpus_per_replica`` GPUs) and
+            where it runs (an existing connection, ``address`` / ``RAY_ADDRESS``, else a local Ray sized by
+            ``num_cpus``, ``num_gpus``, ``object_store_gb``, started and stopped here).
+        batch_images: samples per ``map_batches`` batch (the segmenter's batch); ``options.batch_size`` wins when
+            set.
         batch_clips: crops per image-model batch inside a replica.
-        num_replicas: actors in the pool, each with its own segmenter and model.
-        num_gpus_per_replica: GPUs each replica asks Ray for (fractions share a GPU); 0 runs on CPUs.
-        num_cpus_per_replica: CPUs each replica asks Ray for; also its torch thread count.
         mixed_precision: autocast the image model to fp16 (GPU) / bf16 (CPU).
         device: ``auto`` or a torch device string, inside each replica.
-        address: Ray cluster address; default ``RAY_ADDRESS``, else a local Ray sized by the next three.
-        num_cpus, num_gpus, object_store_bytes: resources of a local Ray started here.
+
+    Raises:
+        RuntimeError: one replica asks for more than a local Ray started here has, or Ray Data left a shard
+            incomplete.
     """
     if not shards:
         return
     segmenter_config = SegmenterConfig.from_dict(segmenter)
     parsed = ModelSpec.parse(model)
     pipeline_hash = crop_pipeline_hash(segmenter_config, parsed)
+    batch_images = options.batch_size_or(batch_images)
     started = time.perf_counter()
-    with ray_connection(address, num_cpus=num_cpus, num_gpus=num_gpus, object_store_bytes=object_store_bytes):
+    with ray_session(options) as session:
+        if session == "local":
+            check_replica_fits(options)
         dataset = ray.data.from_items([{"shard": shard} for shard in shards], override_num_blocks=len(shards))
         # Reading is I/O: it takes no CPU slot, so the replicas can hold every CPU of the cluster without
         # starving the readers that feed them (which would stall the dataset).
@@ -124,13 +127,13 @@ def iter_source_tables_ray(
             CropEmbedActor,
             batch_size=batch_images,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=num_replicas),
-            num_cpus=num_cpus_per_replica,
-            num_gpus=num_gpus_per_replica,
+            compute=ray.data.ActorPoolStrategy(size=options.num_replicas),
+            num_cpus=options.num_cpus_per_replica,
+            num_gpus=options.num_gpus_per_replica,
             fn_constructor_kwargs={"segmenter": segmenter_config.to_dict(), "model": parsed,
                                    "batch_clips": batch_clips, "device": device,
                                    "mixed_precision": mixed_precision,
-                                   "num_threads": max(1, int(num_cpus_per_replica))},
+                                   "num_threads": max(1, int(options.num_cpus_per_replica))},
         )
         pending: dict[str, dict[str, Any]] = {}
         done = 0
@@ -155,4 +158,4 @@ def iter_source_tables_ray(
         if pending:
             raise RuntimeError(f"Ray Data returned incomplete results for shards {sorted(pending)}")
     logger.info("Ray Data: %d shards segmented and embedded in %.1f s on %d replica(s)", done,
-                time.perf_counter() - started, num_replicas)
+                time.perf_counter() - started, options.num_replicas)

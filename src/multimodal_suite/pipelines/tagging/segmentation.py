@@ -11,12 +11,13 @@ Backends (``SegmenterConfig.backend``):
 - ``fastsam`` — ultralytics FastSAM.
 - ``yolo_seg`` — an ultralytics YOLO segmentation model (``yolo11n-seg.pt``, ``yolo26n-seg.pt``, ...).
 
-``weights`` for the ultralytics backends is a local file, or a bare ultralytics file name found in ultralytics'
-weights directory. Nothing is downloaded unless ``allow_download`` is set: a missing file raises one
-:class:`~multimodal_suite.common.models.ModelUnavailableError` at once. ``weights: "random:<name>"`` (``sam``:
-``random:mobile_sam``; ``yolo_seg``: ``random:yolo26n-seg``) builds the architecture with seeded RANDOM weights, for
-offline tests of the backend's code path; its masks are arbitrary. ultralytics is imported with ``YOLO_OFFLINE=1``
-and ``YOLO_AUTOINSTALL=false`` (unless already set) and its analytics off, so it never probes the network.
+``weights`` of the ultralytics backends is a model spec of the backend's family
+(:mod:`multimodal_suite.common.models.segmenters`; ``family`` defaults to the backend):
+``{source: path, path: sam2.1_b.pt}`` is a local file or a bare ultralytics file name found in ultralytics' weights
+directory, and nothing is downloaded unless the spec says ``allow_download: true``: a missing file raises the one
+:class:`~multimodal_suite.common.models.ModelUnavailableError` at once. ``{source: config, config: {architecture:
+mobile_sam}, seed: 0}`` (``yolo_seg``: ``architecture: yolo26n-seg``) builds the architecture with seeded RANDOM
+weights, for offline tests of the backend's code path; its masks are arbitrary.
 
 Every backend returns masks through the same rules: empty masks and masks below ``min_area`` pixels are dropped,
 the rest are sorted by area (largest first; ties by position) and the first ``max_masks`` kept.
@@ -31,12 +32,10 @@ from __future__ import annotations
 
 import logging
 import math
-from abc import ABC, abstractmethod
-import os
 import time
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -44,14 +43,14 @@ import torch
 from multimodal_suite.common.batching import DynamicBatcher
 from multimodal_suite.common.device import pick_device
 from multimodal_suite.common.hashing import hash_object
-from multimodal_suite.common.models import ModelUnavailableError
+from multimodal_suite.common.models import ModelSpec, build_module
+from multimodal_suite.common.models.segmenters import import_ultralytics_offline
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("classical", "sam", "fastsam", "yolo_seg")
 BACKGROUND_MODES = ("keep", "mask")
 CLASSICAL_METHODS = ("threshold", "felzenszwalb")
-RANDOM_PREFIX = "random:"
 NEUTRAL_GREY = 128
 DEFAULT_IMGSZ = {"sam": 1024, "fastsam": 640, "yolo_seg": 640}
 
@@ -62,8 +61,10 @@ class SegmenterConfig:
 
     Args:
         backend: one of ``classical``, ``sam``, ``fastsam``, ``yolo_seg``.
-        weights: ultralytics backends: a local weights file, a bare ultralytics file name (looked up in ultralytics'
-            weights directory) or ``random:<name>`` (seeded random weights, tests only). Unused by ``classical``.
+        weights: ultralytics backends: a model spec of the backend's family (a mapping is parsed, ``family``
+            defaulting to the backend): ``source: path`` (a local weights file or a bare ultralytics file name,
+            ``allow_download: true`` to fetch a missing one) or ``source: config`` (seeded random weights, tests
+            only). ``classical`` takes none (null).
         min_area: masks with fewer pixels are dropped.
         max_masks: at most this many masks per image, the largest first.
         bbox_padding: pixels added on every side of a crop's box (clipped to the image).
@@ -73,8 +74,6 @@ class SegmenterConfig:
         batch_size: images per ultralytics call for ``fastsam``/``yolo_seg`` (SAM runs one image at a time).
         score_threshold: ultralytics drops masks whose confidence is not above this (in [0, 1]).
         iou_threshold: ultralytics NMS IoU threshold between masks' boxes.
-        allow_download: let ultralytics fetch a missing named weights file from its GitHub releases.
-        seed: seed of ``random:`` weights.
         sam_points_per_side: SAM "segment everything" prompt grid is this many points on a side.
         sam_pred_iou_thresh: SAM drops masks whose predicted IoU is not above this (0 keeps every mask).
         sam_stability_thresh: SAM drops masks whose stability score is not above this (0 keeps every mask).
@@ -90,7 +89,7 @@ class SegmenterConfig:
     """
 
     backend: str = "classical"
-    weights: str | None = None
+    weights: ModelSpec | None = None
     min_area: int = 150
     max_masks: int = 16
     bbox_padding: int = 4
@@ -100,8 +99,6 @@ class SegmenterConfig:
     batch_size: int = 8
     score_threshold: float = 0.25
     iou_threshold: float = 0.7
-    allow_download: bool = False
-    seed: int = 0
     sam_points_per_side: int = 32
     sam_pred_iou_thresh: float = 0.88
     sam_stability_thresh: float = 0.95
@@ -121,11 +118,7 @@ class SegmenterConfig:
             raise ValueError(f"segmenter background must be one of {BACKGROUND_MODES}, got {self.background!r}")
         if self.classical_method not in CLASSICAL_METHODS:
             raise ValueError(f"classical_method must be one of {CLASSICAL_METHODS}, got {self.classical_method!r}")
-        if self.backend != "classical" and not self.weights:
-            raise ValueError(
-                f"segmenter backend {self.backend!r} needs `weights` (a local weights file or an ultralytics file "
-                f"name); the `classical` backend needs none"
-            )
+        self.weights = _weights_spec(self.backend, self.weights)
         for name in ("min_area", "bbox_padding"):
             if getattr(self, name) < 0:
                 raise ValueError(f"segmenter {name} must be >= 0, got {getattr(self, name)}")
@@ -145,7 +138,9 @@ class SegmenterConfig:
         return cls(**params)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The configuration as plain values (``weights`` as its spec dict); :meth:`from_dict` reads it back."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**values, "weights": self.weights.to_dict() if self.weights is not None else None}
 
     @property
     def config_hash(self) -> str:
@@ -155,6 +150,25 @@ class SegmenterConfig:
     @property
     def inference_size(self) -> int:
         return int(self.imgsz or DEFAULT_IMGSZ.get(self.backend, 640))
+
+
+def _weights_spec(backend: str, weights: ModelSpec | Mapping[str, Any] | None) -> ModelSpec | None:
+    """``weights`` as a spec of the backend's family; raises ValueError naming the accepted forms."""
+    forms = ("a model spec: {source: path, path: <weights file or ultralytics file name>} or "
+             "{source: config, config: {architecture: <name>}, seed: 0}")
+    if backend == "classical":
+        if weights is not None:
+            raise ValueError(f"the `classical` segmenter backend takes no weights (set `weights: null`), "
+                             f"got {weights!r}")
+        return None
+    if weights is None:
+        raise ValueError(f"segmenter backend {backend!r} needs `weights`, {forms}; the `classical` backend needs none")
+    if not isinstance(weights, (ModelSpec, Mapping)):
+        raise ValueError(f"segmenter weights must be {forms}; got {weights!r}")
+    spec = ModelSpec.parse(weights if isinstance(weights, ModelSpec) else {"family": backend, **weights})
+    if spec.family != backend:
+        raise ValueError(f"segmenter backend {backend!r} needs weights of family {backend!r}, got {spec.family!r}")
+    return spec
 
 
 @dataclass
@@ -410,62 +424,6 @@ def classical_masks(image: np.ndarray, config: SegmenterConfig) -> list[Mask]:
 # --- ultralytics backends ------------------------------------------------------------------------------------------
 
 
-def import_ultralytics_offline() -> None:
-    """Import ultralytics with its network features off.
-
-    ``YOLO_OFFLINE`` skips the DNS probe ultralytics runs at import and with it analytics, crash reports and
-    update checks; ``YOLO_AUTOINSTALL=false`` stops it pip-installing extras at run time. When ultralytics was
-    imported before these were set, analytics are switched off in-process.
-    """
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
-    from ultralytics.utils import events
-
-    events.events.enabled = False
-
-
-def unavailable_error(backend: str, weights: str, reason: str) -> ModelUnavailableError:
-    """The one error raised when an ultralytics backend's weights cannot be had: names the two offline ways out."""
-    name = Path(str(weights)).name or "weights.pt"
-    return ModelUnavailableError(
-        f"Cannot load the {backend!r} segmentation weights {weights!r} ({reason}). Either run the offline demo "
-        f"configuration with `kedro run --env demo` (it segments with the `classical` backend, which needs no "
-        f"weights), or download the weights elsewhere and point the segmenter at the local file: "
-        f"`weights: /models/{name}` in conf/local/parameters*.yml."
-    )
-
-
-def resolve_weights(backend: str, weights: str, allow_download: bool = False) -> str:
-    """A local file for ``weights``: the path itself, else the bare name in ultralytics' weights directory.
-
-    Raises:
-        ModelUnavailableError: no local copy, and downloading is off or failed. Never waits on the network when
-            ``allow_download`` is False.
-    """
-    import_ultralytics_offline()
-    from ultralytics.utils import SETTINGS
-
-    path = Path(str(weights)).expanduser()
-    if path.is_file():
-        return str(path)
-    weights_dir = Path(SETTINGS["weights_dir"])
-    bare_name = path.name == str(weights)
-    if bare_name and (weights_dir / path.name).is_file():
-        return str(weights_dir / path.name)
-    where = f"no such file, nor in ultralytics' weights directory {weights_dir}" if bare_name else "no such file"
-    if not (allow_download and bare_name):
-        raise unavailable_error(backend, weights, where + ("" if allow_download else "; downloads are off"))
-    from ultralytics.utils.downloads import attempt_download_asset
-
-    try:
-        fetched = Path(attempt_download_asset(path.name))
-    except Exception as error:  # noqa: BLE001 - network, HTTP and disk errors all mean "not available here"
-        raise unavailable_error(backend, weights, f"{where}; download failed: {type(error).__name__}") from error
-    if not fetched.is_file():
-        raise unavailable_error(backend, weights, f"{where}; ultralytics has no release asset of that name")
-    return str(fetched)
-
-
 def _ultralytics_device(device: torch.device) -> str:
     if device.type == "cuda":
         return str(device.index or 0)
@@ -492,11 +450,12 @@ def _keep_all_above(threshold: float) -> float:
 class SamSegmenter(Segmenter):
     """SAM / MobileSAM / SAM 2 through ultralytics' SAM predictor, "segment everything" with a point grid."""
 
-    def __init__(self, config: SegmenterConfig, model: torch.nn.Module, description: str, sam2: bool = False) -> None:
+    def __init__(self, config: SegmenterConfig, model: torch.nn.Module, description: str) -> None:
         super().__init__(config, description)
+        from ultralytics.models.sam.modules.sam import SAM2Model
         from ultralytics.models.sam.predict import Predictor, SAM2Predictor
 
-        predictor_class = SAM2Predictor if sam2 else Predictor
+        predictor_class = SAM2Predictor if isinstance(model, SAM2Model) else Predictor
         overrides = {"imgsz": config.inference_size, "conf": config.score_threshold,
                      "iou": config.iou_threshold, "device": _ultralytics_device(pick_device(config.device)),
                      "save": False, "verbose": False}
@@ -538,66 +497,8 @@ class UltralyticsSegmenter(Segmenter):
         return DynamicBatcher(batch_size=self.config.batch_size).map(images, self._predict)
 
 
-def _random_weights_warning(config: SegmenterConfig) -> str:
-    message = (f"{config.backend} segmenter built with RANDOM weights ({config.weights!r}, seed {config.seed}): "
-               f"its masks are arbitrary — for offline tests of the {config.backend} code path only")
-    logger.warning(message)
-    return message
-
-
-def _seeded(build: Callable[[], Any], seed: int) -> Any:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
-
-
-def _build_sam(config: SegmenterConfig) -> Segmenter:
-    weights = str(config.weights)
-    # Resolving first: a missing file fails before the slow model imports.
-    path = None if weights.startswith(RANDOM_PREFIX) else resolve_weights("sam", weights, config.allow_download)
-    from ultralytics.models.sam.build import build_sam, sam_model_map
-
-    if path is None:
-        name = weights[len(RANDOM_PREFIX):]
-        name = name if name.endswith(".pt") else f"{name}.pt"
-        if name not in sam_model_map:
-            raise ValueError(f"random SAM weights: unknown architecture {name!r}; known: {sorted(sam_model_map)}")
-        model = _seeded(lambda: sam_model_map[name](None), config.seed)
-        return SamSegmenter(config, model, _random_weights_warning(config), sam2="sam2" in name)
-    if not any(path.endswith(name) for name in sam_model_map):
-        raise ValueError(
-            f"SAM weights file {path!r}: ultralytics picks the SAM architecture from the file name, which must end "
-            f"with one of {sorted(sam_model_map)}; rename the file accordingly"
-        )
-    try:
-        model = build_sam(path)
-    except Exception as error:  # noqa: BLE001 - a truncated or foreign file fails in many ways
-        raise unavailable_error("sam", weights, f"{path} is not loadable: {type(error).__name__}: {error}") from error
-    logger.info("Segmenter: SAM weights from %s", path)
-    return SamSegmenter(config, model, f"sam segmenter, weights {path}", sam2="sam2" in Path(path).name)
-
-
-def _build_yolo_like(config: SegmenterConfig) -> Segmenter:
-    weights = str(config.weights)
-    # Resolving first: a missing file fails before the slow model imports.
-    path = None if weights.startswith(RANDOM_PREFIX) else resolve_weights(config.backend, weights,
-                                                                          config.allow_download)
-    from ultralytics import YOLO, FastSAM
-
-    if path is None:
-        if config.backend != "yolo_seg":
-            raise ValueError(f"random weights are available for the `sam` and `yolo_seg` backends, not "
-                             f"{config.backend!r} (ultralytics builds FastSAM only from a weights file)")
-        name = Path(weights[len(RANDOM_PREFIX):]).stem
-        model = _seeded(lambda: YOLO(f"{name}.yaml", task="segment"), config.seed)
-        return UltralyticsSegmenter(config, model, _random_weights_warning(config))
-    try:
-        model = FastSAM(path) if config.backend == "fastsam" else YOLO(path, task="segment")
-    except Exception as error:  # noqa: BLE001 - a truncated or foreign file fails in many ways
-        raise unavailable_error(config.backend, weights,
-                                f"{path} is not loadable: {type(error).__name__}: {error}") from error
-    logger.info("Segmenter: %s weights from %s", config.backend, path)
-    return UltralyticsSegmenter(config, model, f"{config.backend} segmenter, weights {path}")
+ULTRALYTICS_SEGMENTERS: dict[str, type[Segmenter]] = {"sam": SamSegmenter, "fastsam": UltralyticsSegmenter,
+                                                      "yolo_seg": UltralyticsSegmenter}
 
 
 def build_segmenter(config: SegmenterConfig | Mapping[str, Any]) -> Segmenter:
@@ -605,13 +506,16 @@ def build_segmenter(config: SegmenterConfig | Mapping[str, Any]) -> Segmenter:
 
     Raises:
         ModelUnavailableError: an ultralytics backend's weights file is missing (or not loadable) here; the message
-            names ``kedro run --env demo`` and the local-file option.
+            names ``kedro run --env demo`` and the ``source: path`` option.
     """
     config = SegmenterConfig.from_dict(config)
     if config.backend == "classical":
         method = config.classical_method
         return ClassicalSegmenter(config, f"classical segmenter ({method}, scikit-image; no weights)")
     import_ultralytics_offline()
-    if config.backend == "sam":
-        return _build_sam(config)
-    return _build_yolo_like(config)
+    model = build_module(config.weights)
+    description = f"{config.backend} segmenter, {config.weights.describe()}"
+    if config.weights.source == "config":
+        logger.warning("%s; its masks are arbitrary, for offline tests of the %s code path only", description,
+                       config.backend)
+    return ULTRALYTICS_SEGMENTERS[config.backend](config, model, description)

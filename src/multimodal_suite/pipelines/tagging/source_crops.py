@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .crops import CropEmbedder, CropResult
 from multimodal_suite.common.embeddings import EmbeddingTable
 from multimodal_suite.common.hashing import content_key
 from multimodal_suite.common.webdataset_shards import Sample, SampleProblem, WebDatasetShards, shard_problems
+
+from .crops import CropEmbedder, CropResult
 
 logger = logging.getLogger(__name__)
 

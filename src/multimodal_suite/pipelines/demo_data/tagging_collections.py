@@ -7,7 +7,7 @@ always background between two objects and a classical segmenter can separate the
   ``["blue", "square", "striped"]``;
 * a crop of an image bundled with scikit-image (astronaut, coffee, chelsea the cat, rocket) or scikit-learn
   (china, flower): the cat is ``["animal", "cat"]``;
-* a cartoon figure drawn by :func:`~multimodal_suite.pipelines.demo_data.nodes.draw_figure`:
+* a cartoon figure drawn by :func:`~multimodal_suite.pipelines.demo_data.drawing.draw_figure`:
   ``["cartoon", "figure"]``.
 
 An image's tags are the union of its objects' tags, as an image-level VLM would give them. The source
@@ -34,86 +34,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from .nodes import RGB, Box, config_from_params, draw_figure, encode_jpeg
+from .broken_inputs import html_page_as_image, tar_cut_mid_member, truncated_jpeg
+from .drawing import RGB, Box, draw_figure, encode_jpeg
+from .params import CELL_MARGIN, MIN_OBJECT_SIZE, DemoTaggingConfig
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DemoTaggingConfig:
-    """Parameters of the sample tagging collections (``params:demo_data_tagging``).
-
-    Args:
-        seed: Everything generated is a function of this seed.
-        image_size: ``[width, height]`` of every image in pixels.
-        num_shards: Source tar shards.
-        samples_per_shard: Samples written into each shard.
-        min_objects: Fewest objects in an image.
-        max_objects: Most objects in an image (at most 9: one per cell of a 2×2 or 3×3 grid).
-        photo_share: Chance that an object is a photo crop rather than a drawn shape.
-        figure_share: Chance that an object is a cartoon figure.
-        textured_background_share: Chance that an image's background is lightly textured rather than plain.
-        target_folders: Names of the target folders.
-        images_per_folder: Images in each target folder.
-        jpeg_quality: JPEG quality of every image.
-        bad_inputs: Add the broken inputs real collections have (see :func:`bad_input_keys`).
-    """
-
-    seed: int = 42
-    image_size: tuple[int, int] = (160, 160)
-    num_shards: int = 4
-    samples_per_shard: int = 40
-    min_objects: int = 2
-    max_objects: int = 4
-    photo_share: float = 0.3
-    figure_share: float = 0.08
-    textured_background_share: float = 0.5
-    target_folders: tuple[str, ...] = ("00290", "00291")
-    images_per_folder: int = 12
-    jpeg_quality: int = 85
-    bad_inputs: bool = True
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any] | None) -> "DemoTaggingConfig":
-        config = config_from_params(cls, params, "demo_data_tagging", {"image_size": int, "target_folders": str})
-        config._validate()
-        return config
-
-    def _validate(self) -> None:
-        def fail(message: str) -> None:
-            raise ValueError(f"params:demo_data_tagging: {message}")
-
-        if len(self.image_size) != 2:
-            fail(f"image_size must be [width, height], got {list(self.image_size)}")
-        if not 1 <= self.min_objects <= self.max_objects <= 9:
-            fail(f"need 1 <= min_objects <= max_objects <= 9, got {self.min_objects}, {self.max_objects}")
-        cell = min(self.image_size) // self.grid
-        if cell - 2 * CELL_MARGIN < MIN_OBJECT_SIZE:
-            side = self.grid * (MIN_OBJECT_SIZE + 2 * CELL_MARGIN)
-            fail(f"image_size {list(self.image_size)} is too small for {self.max_objects} objects; "
-                 f"need both sides >= {side}")
-        if self.num_shards < 1 or self.samples_per_shard < 1 or self.images_per_folder < 1:
-            fail("num_shards, samples_per_shard and images_per_folder must be >= 1")
-        if self.bad_inputs and (self.num_shards < 2 or self.samples_per_shard < 16):
-            fail("bad_inputs needs num_shards >= 2 and samples_per_shard >= 16 (or set bad_inputs: false)")
-        for name, share in (("photo_share", self.photo_share), ("figure_share", self.figure_share),
-                            ("textured_background_share", self.textured_background_share)):
-            if not 0.0 <= share <= 1.0:
-                fail(f"{name} must be within [0, 1], got {share}")
-        if self.photo_share + self.figure_share > 1.0:
-            fail("photo_share + figure_share must be <= 1")
-        if not 1 <= self.jpeg_quality <= 100:
-            fail(f"jpeg_quality must be within [1, 100], got {self.jpeg_quality}")
-        folders = self.target_folders
-        if not folders or len(set(folders)) != len(folders) or any(
-            not name or name.startswith(".") or "/" in name or "\\" in name for name in folders
-        ):
-            fail(f"target_folders must be distinct plain folder names, got {list(folders)}")
-
-    @property
-    def grid(self) -> int:
-        """Cells per side of the placement grid."""
-        return 2 if self.max_objects <= 4 else 3
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -182,8 +107,6 @@ PHOTO_TILE = 128  # subject crops are kept at this size; objects are at most ~70
 FIGURE_PALETTE: tuple[RGB, ...] = tuple(COLORS.values())
 FIGURE_INK: RGB = (30, 30, 30)
 BACKGROUNDS: tuple[RGB, ...] = ((236, 236, 232), (226, 231, 238), (240, 234, 222), (228, 236, 228))
-CELL_MARGIN = 6  # pixels between an object and its cell's edge: adjacent objects are >= 12 px apart
-MIN_OBJECT_SIZE = 24
 
 
 @dataclass(frozen=True)
@@ -443,14 +366,10 @@ MISSING_TAGS_AT = (0, 7)
 TRUNCATED_JPEG_AT = (1, 5)
 NOT_AN_IMAGE_SAMPLE = 11
 BLANK_TARGET_INDEX = 3
-NOT_AN_IMAGE_BYTES = (
-    b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
-    b"<body><h1>Not Found</h1><p>The requested image was not found on this server.</p></body></html>\n"
-)
 
 
 def bad_input_keys(config: DemoTaggingConfig) -> dict[str, str]:
-    """Where :func:`generate_tagging_samples` puts each broken input (empty without ``bad_inputs``).
+    """Where :func:`generate_collection` puts each broken input (empty without ``bad_inputs``).
 
     Returns:
         ``missing_tags``: key of the sample without a tag file (it stays in its tar and parquet);
@@ -482,15 +401,8 @@ def _blank_target(config: DemoTaggingConfig) -> str:
     return f"{folder}/{target_image_name(folder, min(BLANK_TARGET_INDEX, config.images_per_folder - 1))}"
 
 
-def _truncate_inside(tar_bytes: bytes, member_name: str) -> bytes:
-    """``tar_bytes`` cut halfway through the data of ``member_name``."""
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
-        info = tar.getmember(member_name)
-    return tar_bytes[: info.offset_data + info.size // 2]
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# The node.
+# The collections.
 
 
 def _source_shard(
@@ -506,9 +418,9 @@ def _source_shard(
         plan = plan_source_image(config, shard, index)
         image_bytes = encode_jpeg(render_image(plan, tiles), config.jpeg_quality)
         if key == bad.get("truncated_jpeg"):
-            image_bytes = image_bytes[: len(image_bytes) // 3]
+            image_bytes = truncated_jpeg(image_bytes)
         elif key == bad.get("not_an_image"):
-            image_bytes = NOT_AN_IMAGE_BYTES
+            image_bytes = html_page_as_image()
         members.append((f"{key}.jpg", image_bytes))
         members.append((f"{key}.json", json.dumps({"key": key, "width": width, "height": height}).encode()))
         rows.append({
@@ -520,30 +432,19 @@ def _source_shard(
             tag_files[f"{key}.json"] = json.dumps({"tags": plan.tags}).encode()
     tar_bytes = write_tar(members)
     if f"{shard_name(shard)}.tar" == bad.get("truncated_tar"):
-        tar_bytes = _truncate_inside(tar_bytes, f"{bad['truncated_at']}.jpg")
+        tar_bytes = tar_cut_mid_member(tar_bytes, f"{bad['truncated_at']}.jpg")
     return tar_bytes, write_parquet(rows), tag_files
 
 
-def generate_tagging_samples(
-    params: dict[str, Any],
+def generate_collection(
+    config: DemoTaggingConfig,
 ) -> tuple[dict[str, bytes], dict[str, bytes], dict[str, bytes], dict[str, dict[str, list[str]]]]:
-    """Generate the source and target collections of the tagging pipelines.
-
-    Args:
-        params: ``params:demo_data_tagging`` (see :class:`DemoTaggingConfig` for keys and defaults).
+    """The source shards, their tag files, the target images and the targets' true tags of ``config``.
 
     Returns:
-        ``tagging_source_shards@files``: ``{"shard-000000.tar": bytes, "shard-000000.parquet": bytes, …}``, each tar
-        holding ``<key>.jpg`` + ``<key>.json`` (``{"key", "width", "height"}``) per sample, each parquet one row
-        per sample (key, status, error_message, width, height, original_width, original_height, sha256);
-        ``tagging_vlm_tag_files``: ``{"<key>.json": b'{"tags": [...]}'}``, the image-level tags;
-        ``tagging_target_images@files``: ``{"<folder>/<folder>_NNN.jpg": bytes}``;
-        ``tagging_target_truth``: ``{folder: {image file name: [tags]}}``.
-        With ``bad_inputs`` the source has a truncated JPEG, an HTML page in place of an image, a sample without
-        a tag file and a tar cut mid-member, and the first target folder has a blank image
-        (:func:`bad_input_keys` says where).
+        ``({"shard-NNNNNN.tar" | "shard-NNNNNN.parquet": bytes}, {"<key>.json": tag file bytes},
+        {"<folder>/<folder>_NNN.jpg": bytes}, {folder: {image file name: [tags]}})``.
     """
-    config = DemoTaggingConfig.from_params(params)
     started = time.perf_counter()
     tiles = load_photo_tiles()
     bad = bad_input_keys(config)

@@ -1,9 +1,8 @@
-"""demo_data: deterministic sample books with real-world structure and the broken inputs pipelines must survive."""
+"""demo_data comic books: deterministic, with real-world structure and the broken inputs pipelines must survive."""
 from __future__ import annotations
 
 import io
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -13,18 +12,22 @@ from kedro.runner import SequentialRunner
 from PIL import Image
 
 from multimodal_suite.common.comics.annotations import CLASS_INDEX, IGNORE_LABEL, book_page_labels, labels_table
+from multimodal_suite.common.params import from_params
 from multimodal_suite.datasets.comic_books_dataset import ComicBookFolderDataset
 from multimodal_suite.pipelines.demo_data import create_pipeline
-from multimodal_suite.pipelines.demo_data.nodes import DemoBooksConfig, generate_comic_books, plan_books
+from multimodal_suite.pipelines.demo_data.comic_books import plan_books
+from multimodal_suite.pipelines.demo_data.nodes import generate_comic_books
+from multimodal_suite.pipelines.demo_data.params import DemoBooksConfig
 
 PARAMS = {"seed": 7}
+CONFIG = from_params(DemoBooksConfig, PARAMS, "demo_data")
+
+Outputs = tuple[dict[str, bytes], list[dict]]
 
 
 @pytest.fixture(scope="module")
-def generated() -> tuple[dict[str, bytes], list[dict], float]:
-    started = time.perf_counter()
-    files, annotations = generate_comic_books(PARAMS)
-    return files, annotations, time.perf_counter() - started
+def generated() -> Outputs:
+    return generate_comic_books(PARAMS)
 
 
 def _books(files: dict[str, bytes]) -> dict[str, list[str]]:
@@ -35,18 +38,31 @@ def _books(files: dict[str, bytes]) -> dict[str, list[str]]:
     return books
 
 
-def test_deterministic_and_fast(generated: tuple[dict[str, bytes], list[dict], float]) -> None:
-    files, annotations, elapsed_s = generated
+def test_deterministic(generated: Outputs) -> None:
+    files, annotations = generated
     again, annotations_again = generate_comic_books(PARAMS)
     assert again == files  # same keys, same bytes
     assert annotations_again == annotations
     other, _ = generate_comic_books({"seed": 8})
     assert other != files
-    assert elapsed_s < 15  # a few seconds on a 2-core laptop; generous for loaded CI machines
 
 
-def test_collection_shape(generated: tuple[dict[str, bytes], list[dict], float]) -> None:
-    files, annotations, _ = generated
+def test_every_planned_page_is_generated(generated: Outputs) -> None:
+    files, annotations = generated
+    plans = plan_books(CONFIG)
+    on_disk = [plan for plan in plans if plan.on_disk]
+    expected = {f"{plan.book_id}/{plan.image_name(page)}.{kind}"
+                for plan in on_disk for page in range(plan.num_pages) for kind in ("jpg", "panels.json")}
+    expected |= {f"{plan.book_id}/{plan.image_name(page)}.ocr.json" for plan in on_disk
+                 for page in range(plan.num_pages) if page not in plan.ocr_missing_pages}
+    assert set(files) == expected
+    assert len(on_disk) == CONFIG.num_books and len(annotations) == len(plans) == CONFIG.num_books + 1
+    assert all(Image.open(io.BytesIO(files[f"{plan.book_id}/{plan.image_name(0)}.jpg"])).size == CONFIG.page_size
+               for plan in on_disk)
+
+
+def test_collection_shape(generated: Outputs) -> None:
+    files, annotations = generated
     books = _books(files)
     lengths = {book_id: sum(name.endswith(".jpg") for name in names) for book_id, names in books.items()}
     assert len(books) >= 16
@@ -66,14 +82,13 @@ def test_collection_shape(generated: tuple[dict[str, bytes], list[dict], float])
 
 
 def test_annotations_read_back_to_the_planned_labels() -> None:
-    config = DemoBooksConfig.from_params(PARAMS)
-    for plan in plan_books(config):
+    for plan in plan_books(CONFIG):
         labels, _ = book_page_labels(plan.annotation, plan.num_pages)
         assert labels.tolist() == plan.labels, plan.book_id
 
 
 def test_structure_follows_real_books() -> None:
-    plans = plan_books(DemoBooksConfig.from_params(PARAMS))
+    plans = plan_books(CONFIG)
     counts = Counter(label for plan in plans for label in plan.labels)
     assert all(counts[index] > 0 for index in CLASS_INDEX.values())
     assert counts[IGNORE_LABEL] > 0
@@ -92,9 +107,9 @@ def test_structure_follows_real_books() -> None:
     assert any("page_end" not in item for item in ranges) and any(item.get("page_end", 0) is None for item in ranges)
 
 
-def test_bad_inputs_present(generated: tuple[dict[str, bytes], list[dict], float]) -> None:
-    files, annotations, _ = generated
-    plans = plan_books(DemoBooksConfig.from_params(PARAMS))
+def test_bad_inputs_present(generated: Outputs) -> None:
+    files, annotations = generated
+    plans = plan_books(CONFIG)
     images = {key: data for key, data in files.items() if key.endswith(".jpg")}
 
     zero_byte = [key for key, data in images.items() if not data]
@@ -122,9 +137,9 @@ def test_bad_inputs_present(generated: tuple[dict[str, bytes], list[dict], float
     assert len(table) == sum(page_counts.values())
 
 
-def test_ocr_words_depend_on_class(generated: tuple[dict[str, bytes], list[dict], float]) -> None:
-    files, _, _ = generated
-    plans = plan_books(DemoBooksConfig.from_params(PARAMS))
+def test_ocr_words_depend_on_class(generated: Outputs) -> None:
+    files, _ = generated
+    plans = plan_books(CONFIG)
     ad_words = {"buy", "price", "coupon", "order", "mail"}
     share: dict[int, list[float]] = {}
     for plan in plans[:-1]:

@@ -1,0 +1,35 @@
+"""The broken files real collections have, made on purpose so every pipeline shows it survives them.
+
+Each maker is deterministic: the same good bytes give the same broken bytes.
+"""
+from __future__ import annotations
+
+import io
+import tarfile
+
+HTML_ERROR_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
+    b"<body><h1>Not Found</h1><p>The requested image was not found on this server.</p></body></html>\n"
+)
+
+
+def zero_byte_file() -> bytes:
+    """An empty file, as an interrupted download or a full disk leaves it."""
+    return b""
+
+
+def truncated_jpeg(jpeg: bytes) -> bytes:
+    """The first third of ``jpeg``: the header still says JPEG, the scan data ends early."""
+    return jpeg[: len(jpeg) // 3]
+
+
+def html_page_as_image() -> bytes:
+    """A server's 404 page saved under an image name, as scrapers store failed downloads."""
+    return HTML_ERROR_PAGE
+
+
+def tar_cut_mid_member(tar_bytes: bytes, member_name: str) -> bytes:
+    """``tar_bytes`` cut halfway through the data of ``member_name``: the members before it stay readable."""
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
+        info = tar.getmember(member_name)
+    return tar_bytes[: info.offset_data + info.size // 2]
