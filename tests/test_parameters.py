@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import shlex
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -181,3 +183,67 @@ def test_a_run_with_an_unknown_key_stops_when_the_context_is_created(project, ru
     assert not (project / "mlflow.db").exists()  # nothing else ran
     # the kedro CLI prints a ClickException's message alone: one line, not a traceback
     assert isinstance(raised.value, click.ClickException) and raised.value.format_message() == message
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tagging.target.folder: a folder name, as the command line hands it over
+# ----------------------------------------------------------------------------------------------------------------
+
+NUMERIC_NAMES = ["00001", "00100", "00077", "1e3", "true"]
+QUOTED_HINT = "--params \"tagging.target.folder='00100'\""
+
+
+def cli_params(value: str) -> dict[str, Any]:
+    """``--params value`` as ``kedro run`` parses it (the option's own callback)."""
+    from kedro.framework.cli.utils import _split_params
+
+    return _split_params(click.Context(click.Command("run")), click.Option(["--params"]), value)
+
+
+def catalog_entry(runtime_params: dict[str, Any], name: str) -> dict[str, Any]:
+    """Catalog entry ``name`` as a run with ``runtime_params`` resolves it."""
+    loader = OmegaConfigLoader(conf_source=str(PROJECT_ROOT / "conf"), env="base", runtime_params=runtime_params,
+                               **CONFIG_LOADER_ARGS)
+    return loader["catalog"][name]
+
+
+@pytest.mark.parametrize("name", NUMERIC_NAMES)
+def test_a_folder_name_read_as_a_number_is_refused_and_the_quoted_form_reaches_kedro_as_written(name):
+    runtime = cli_params(f"tagging.target.folder={name}")
+    assert not isinstance(runtime["tagging"]["target"]["folder"], str)  # YAML 1.1 typed it
+    with pytest.raises(ParamsError) as raised:
+        validate_parameters(load_parameters("base", runtime))
+    message = str(raised.value)
+    assert "tagging.target.folder" in message and QUOTED_HINT in message and "\n" not in message
+
+    runtime = cli_params(f"tagging.target.folder='{name}'")
+    assert validate_parameters(load_parameters("base", runtime))["tagging.target"].folder == name
+    assert catalog_entry(runtime, "tagging_target_images@folder")["filepath"] == f"data/01_raw/tagging_target/{name}"
+    assert catalog_entry(runtime, "target_tags")["filepath"] == f"data/07_model_output/tagging/target/{name}/tags.json"
+
+
+@pytest.mark.parametrize("name", ["..", "../../../etc", "/etc", "a/b", "a\\\\b", "''"])
+def test_a_folder_name_that_would_leave_the_data_folder_is_refused(name):
+    runtime = cli_params(f"tagging.target.folder={name}")
+    with pytest.raises(ParamsError, match=r"tagging\.target\.folder .*one folder or file name"):
+        validate_parameters(load_parameters("base", runtime))
+
+
+@pytest.mark.parametrize("name", NUMERIC_NAMES)
+def test_the_readme_target_commands_hand_over_any_folder_name_as_written(name):
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    commands = [line for line in readme.splitlines()
+                if re.match(r"kedro run --pipeline tagging_(target|retag) --params", line)]
+    assert len(commands) == 2
+    for command in commands:
+        runtime = cli_params(shlex.split(command.replace("00290", name))[-1])
+        assert validate_parameters(load_parameters("base", runtime))["tagging.target"].folder == name
+
+
+def test_a_run_with_a_numeric_folder_stops_when_the_context_is_created(project):
+    with KedroSession.create(project_path=project, env="demo",
+                             runtime_params=cli_params("tagging.target.folder=00100")) as session:
+        with pytest.raises(ParamsError) as raised:
+            session.load_context()
+    assert QUOTED_HINT in str(raised.value) and "64" in str(raised.value)
+    assert isinstance(raised.value, click.ClickException)

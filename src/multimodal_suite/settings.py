@@ -8,9 +8,10 @@ warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` me
 from kedro.config import OmegaConfigLoader
 
 from multimodal_suite.config_resolvers import CONFIG_RESOLVERS
-from multimodal_suite.hooks import OfflineModelsHook, ParameterValidationHook
+from multimodal_suite.hooks import OfflineModelsHook, ParameterValidationHook, TrackingStoreHook
 
-HOOKS = (ParameterValidationHook(), OfflineModelsHook())
+# among tryfirst hooks the last registered runs first: parameters are checked before the tracking store is made
+HOOKS = (TrackingStoreHook(), ParameterValidationHook(), OfflineModelsHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -1,8 +1,14 @@
-"""EmbeddingShardDataset: round trips, appends, crash safety, lookups and catalog construction."""
+"""EmbeddingShardDataset: round trips, appends, crash safety, concurrent writers, lookups and catalog
+construction."""
 from __future__ import annotations
 
 import doctest
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +19,11 @@ from kedro.io import DataCatalog, DatasetError
 from kedro.pipeline import Node, Pipeline
 from kedro.runner import SequentialRunner
 
+import multimodal_suite.common.locks as locks_module
 import multimodal_suite.datasets.embedding_shard_dataset as embedding_shards_module
+from multimodal_suite.common.atomic import host_tag
 from multimodal_suite.common.embeddings import EmbeddingShards, EmbeddingTable
+from multimodal_suite.common.locks import FileLock, Owner, this_host
 from multimodal_suite.datasets import EmbeddingShardDataset
 
 DIM = 8
@@ -347,3 +356,186 @@ def test_non_local_filesystem_round_trip() -> None:
     assert shards.part_names == ["part-00000", "part-00001"]
     np.testing.assert_array_equal(shards.get(["b001", "a000"]), np.stack([second.embeddings[1], first.embeddings[0]]))
     assert dataset.preview()["count"] == 5
+
+
+# A writer process: imports first, says "ready", waits for "go" on stdin so that both writers really overlap,
+# then appends its keys in many small parts.
+WRITER = """
+import sys
+import numpy as np, pandas as pd
+from multimodal_suite.common.embeddings import EmbeddingTable
+from multimodal_suite.datasets import EmbeddingShardDataset
+path, prefix, n_keys, part_size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+dataset = EmbeddingShardDataset(filepath=path, dtype="float32")
+print("ready", flush=True)
+sys.stdin.readline()
+for start in range(0, n_keys, part_size):
+    keys = [f"{prefix}{i:04d}" for i in range(start, min(start + part_size, n_keys))]
+    vectors = np.array([[float(int(key[1:])), 1.0 if prefix == "a" else 2.0] for key in keys], dtype=np.float32)
+    dataset.save(EmbeddingTable(vectors, pd.DataFrame({"key": keys})))
+print("done", flush=True)
+"""
+
+
+def start_python(code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def await_line(process: subprocess.Popen, expected: str) -> None:
+    """Block until ``process`` prints ``expected``; fail with what it wrote if it exits first."""
+    line = process.stdout.readline().strip()
+    if line != expected:
+        process.kill()
+        _, stderr = process.communicate()
+        pytest.fail(f"expected {expected!r} from the child, got {line!r}; stderr:\n{stderr[-3000:]}")
+
+
+def test_two_processes_appending_at_once_lose_nothing(shard_dir: Path) -> None:
+    n_keys, part_size = 400, 10
+    writers = [start_python(WRITER, str(shard_dir), prefix, str(n_keys), str(part_size)) for prefix in ("a", "b")]
+    for writer in writers:
+        await_line(writer, "ready")
+    for writer in writers:
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+    # the limit only keeps a hung writer from hanging the suite; it is far beyond any machine's need
+    results = [writer.communicate(timeout=1800) for writer in writers]
+    for writer, (stdout, stderr) in zip(writers, results):
+        assert writer.returncode == 0 and stdout.strip() == "done", stderr[-3000:]
+
+    manifest = manifest_of(shard_dir)
+    names = [part["name"] for part in manifest["parts"]]
+    assert len(names) == len(set(names)) == 2 * n_keys // part_size
+    assert manifest["count"] == 2 * n_keys == sum(part["rows"] for part in manifest["parts"])
+    shards = EmbeddingShardDataset(filepath=str(shard_dir)).load()
+    expected = [f"{prefix}{i:04d}" for prefix in ("a", "b") for i in range(n_keys)]
+    assert set(shards.keys) == set(expected) and shards.rows["key"].is_unique
+    vectors = shards.get(expected)
+    np.testing.assert_array_equal(vectors[:, 0], [float(i) for _ in range(2) for i in range(n_keys)])
+    np.testing.assert_array_equal(vectors[:, 1], [1.0] * n_keys + [2.0] * n_keys)
+    # every part file on disk is listed: no writer's part was written and then dropped from the manifest
+    on_disk = {p.name.split(".")[0] for p in shard_dir.iterdir() if p.name.startswith("part-")}
+    assert on_disk == set(names)
+    assert sorted(p.name for p in shard_dir.iterdir() if p.name.startswith(".")) == []
+
+
+# Opens a temporary sibling of a part as a save does, says "writing", and stays in the middle of the write.
+HALF_WRITER = """
+import sys, time
+from multimodal_suite.common.atomic import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"x" * 1_000_000)
+    print("writing", flush=True)
+    time.sleep(3600)
+"""
+
+
+def temporaries(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_a_killed_writers_temporary_is_removed_and_a_live_writers_kept(shard_dir: Path) -> None:
+    dataset = EmbeddingShardDataset(filepath=str(shard_dir))
+    dataset.save(make_table(keys_of("a", 2)))
+    killed = start_python(HALF_WRITER, str(shard_dir / "part-00005.safetensors"))
+    live = start_python(HALF_WRITER, str(shard_dir / "part-00006.parquet"))
+    try:
+        await_line(killed, "writing")
+        await_line(live, "writing")
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        killed_tmp = f".part-00005.safetensors.{killed.pid}@{host_tag(this_host())}."
+        live_tmp = f".part-00006.parquet.{live.pid}@{host_tag(this_host())}."
+        names = temporaries(shard_dir)
+        assert len(names) == 2 and names[0].startswith(killed_tmp) and names[1].startswith(live_tmp)
+        # debris without an owner tag is judged by its age: an old one goes, a fresh one stays
+        old, fresh = shard_dir / ".manifest.json.k3y9xq2b.tmp", shard_dir / ".manifest.json.z8w1m0pq.tmp"
+        old.write_bytes(b"{")
+        fresh.write_bytes(b"{")
+        two_hours_ago = time.time() - 7200
+        os.utime(old, (two_hours_ago, two_hours_ago))
+
+        dataset.save(make_table(keys_of("b", 2)))
+
+        remaining = temporaries(shard_dir)
+        assert [name for name in remaining if name.startswith(live_tmp)] and fresh.name in remaining
+        assert not [name for name in remaining if name.startswith(killed_tmp)] and old.name not in remaining
+        assert len(dataset.load()) == 4
+    finally:
+        for process in (killed, live):
+            process.kill()
+            process.communicate()
+
+
+def write_lock(shard_dir: Path, owner: Owner) -> Path:
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    lock = shard_dir / embedding_shards_module.LOCK_NAME
+    lock.write_bytes(owner.to_bytes())
+    return lock
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.parametrize(
+    "owner",
+    [
+        Owner(pid=0, host=this_host(), time=time.time(), token="dead-here"),  # pid filled in below
+        Owner(pid=1, host="elsewhere", time=time.time() - 2 * locks_module.STALE_AFTER_S, token="old-remote"),
+    ],
+    ids=["dead-owner-on-this-host", "owner-elsewhere-older-than-timeout"],
+)
+def test_save_breaks_a_stale_lock(shard_dir: Path, owner: Owner) -> None:
+    if owner.token == "dead-here":
+        owner = Owner(pid=dead_pid(), host=owner.host, time=time.time(), token=owner.token)
+    lock = write_lock(shard_dir, owner)
+    EmbeddingShardDataset(filepath=str(shard_dir)).save(make_table(keys_of("a", 3)))
+    assert len(EmbeddingShardDataset(filepath=str(shard_dir)).load()) == 3
+    assert not lock.exists()
+
+
+def test_save_waits_for_a_live_lock(shard_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset = EmbeddingShardDataset(filepath=str(shard_dir))
+    dataset.save(make_table(keys_of("a", 2)))
+    holder = FileLock(dataset._fs, str(shard_dir / embedding_shards_module.LOCK_NAME))
+    holder.acquire()
+    waits: list[int] = []
+
+    def sleep_then_release(seconds: float) -> None:
+        # the save must still be waiting: nothing of its part is written while another process holds the lock
+        waits.append(len(manifest_of(shard_dir)["parts"]))
+        if len(waits) == 3:
+            holder.release()
+
+    monkeypatch.setattr(locks_module.time, "sleep", sleep_then_release)
+    dataset.save(make_table(keys_of("b", 2)))
+    assert waits == [1, 1, 1]
+    assert dataset.load().part_names == ["part-00000", "part-00001"]
+    assert not (shard_dir / embedding_shards_module.LOCK_NAME).exists()
+
+
+def test_a_writer_whose_lock_was_broken_does_not_replace_the_manifest(
+    shard_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = EmbeddingShardDataset(filepath=str(shard_dir), dtype="float32")
+    dataset.save(make_table(keys_of("a", 2)))
+    before = manifest_of(shard_dir)
+    original = EmbeddingShardDataset._next_part_number
+
+    def taken_over_meanwhile(self: EmbeddingShardDataset, manifest: dict) -> int:
+        # another process judged this save stale and took the lock while the part was being prepared
+        write_lock(shard_dir, Owner(pid=os.getpid(), host=this_host(), time=time.time(), token="new-holder"))
+        return original(self, manifest)
+
+    monkeypatch.setattr(EmbeddingShardDataset, "_next_part_number", taken_over_meanwhile)
+    with pytest.raises(DatasetError, match="lost the lock"):
+        dataset.save(make_table(keys_of("b", 2)))
+    assert manifest_of(shard_dir) == before
+    # the new holder's lock is left alone
+    assert Owner.from_bytes((shard_dir / embedding_shards_module.LOCK_NAME).read_bytes()).token == "new-holder"

@@ -17,7 +17,14 @@ from tqdm.auto import tqdm
 
 from .batching import DynamicBatcher, padded_budget_groups
 from .device import autocast_context, autocast_dtype, pick_device
-from .images import ImageDecodeError, decode_image, resize_for_model, to_pixel_values
+from .images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageDecodeError,
+    decode_image,
+    pixel_limit,
+    resize_for_model,
+    to_pixel_values,
+)
 from .models import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -36,14 +43,21 @@ def image_features(loaded: LoadedModel, pixel_values: torch.Tensor) -> torch.Ten
     return loaded.family.features(loaded.module, pixel_values)
 
 
-def prepare_image(load: Callable[[], bytes], size: int) -> np.ndarray | str:
-    """Read, decode and resize one image → uint8 [size, size, 3], or the reason it cannot be used (a string)."""
+def prepare_image(
+    load: Callable[[], bytes], size: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> np.ndarray | str:
+    """Read, decode and resize one image → uint8 [size, size, 3], or the reason it cannot be used (a string).
+
+    An image whose header claims more than ``max_pixels`` pixels is refused before it is decoded.
+    """
     try:
-        return resize_for_model(decode_image(load(), min_size=size), size)
-    except ImageDecodeError as error:
-        return str(error)
+        data = load()
     except OSError as error:  # the file vanished or is unreadable
         return f"unreadable: {error}"
+    try:
+        return resize_for_model(decode_image(data, min_size=size, max_pixels=max_pixels), size)
+    except ImageDecodeError as error:
+        return error.reason
 
 
 def embed_prepared(
@@ -65,6 +79,7 @@ def encode_images(
     mixed_precision: bool = True,
     num_workers: int = 2,
     progress: str | None = "images",
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> EncodeResult:
     """Embed images given as byte loaders; undecodable ones get a zero row and a failure reason.
 
@@ -76,12 +91,14 @@ def encode_images(
         mixed_precision: autocast to fp16 (GPU) / bf16 (CPU).
         num_workers: decode threads running ahead of the model.
         progress: progress-bar label, or None for no bar.
+        max_image_pixels: an image whose header claims more pixels is a failure, refused before decoding.
 
     Returns:
         :class:`EncodeResult` with float32 embeddings [len(loaders), D].
     """
     if loaded.image_size is None:
         raise ValueError(f"model {loaded.spec.describe()} has no image size; is it an image encoder?")
+    max_pixels = pixel_limit(max_image_pixels)
     torch_device = pick_device(device)
     dtype = autocast_dtype(torch_device, mixed_precision)
     loaded.module.to(torch_device)
@@ -101,7 +118,7 @@ def encode_images(
             nonlocal next_to_submit
             while next_to_submit < min(upto, len(loaders)):
                 futures[next_to_submit] = pool.submit(prepare_image, loaders[next_to_submit],
-                                                       loaded.image_size)
+                                                       loaded.image_size, max_pixels)
                 next_to_submit += 1
 
         def run_batch(batch: Sequence[int]) -> list[np.ndarray | None]:

@@ -30,6 +30,7 @@ from ray import cloudpickle
 from .batching import DynamicBatcher
 from .device import autocast_dtype, pick_device
 from .encoding import EncodeResult, embed_prepared, prepare_image
+from .images import DEFAULT_MAX_IMAGE_PIXELS, pixel_limit
 from .models import ModelSpec, load_model
 from .ray import RayOptions, check_replica_fits, ray_session
 
@@ -50,6 +51,7 @@ class ImageEncoderActor:
         mixed_precision: autocast to fp16 (GPU) / bf16 (CPU).
         decode_workers: threads decoding the images of a batch.
         num_threads: torch intra-op threads (the replica's CPU share); None keeps torch's default.
+        max_image_pixels: an image whose header claims more pixels is a failure, refused before decoding.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class ImageEncoderActor:
         mixed_precision: bool,
         decode_workers: int,
         num_threads: int | None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ):
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -72,11 +75,12 @@ class ImageEncoderActor:
         self.loaded.module.to(self.device)
         self.batcher = DynamicBatcher(batch_size)
         self.pool = ThreadPoolExecutor(max_workers=max(1, decode_workers))
+        self.max_image_pixels = pixel_limit(max_image_pixels)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         size = self.loaded.image_size
         loaders = [cloudpickle.loads(blob) for blob in batch["loader"]]
-        prepared = list(self.pool.map(lambda load: prepare_image(load, size), loaders))
+        prepared = list(self.pool.map(lambda load: prepare_image(load, size, self.max_image_pixels), loaders))
         good = [j for j, item in enumerate(prepared) if not isinstance(item, str)]
         embeddings = np.zeros((len(prepared), self.loaded.output_dim), dtype=np.float32)
         if good:
@@ -107,6 +111,7 @@ def iter_encode_images_ray(
     decode_workers: int = 2,
     mixed_precision: bool = True,
     device: str | None = "auto",
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Iterator[EncodeResult]:
     """Embed images on a Ray Data actor pool, yielding results part by part in input order.
 
@@ -127,6 +132,7 @@ def iter_encode_images_ray(
         decode_workers: decode threads per replica.
         mixed_precision: autocast to fp16 (GPU) / bf16 (CPU).
         device: ``auto`` or a torch device string, as seen inside a replica.
+        max_image_pixels: an image whose header claims more pixels is a failure, refused before decoding.
 
     Yields:
         :class:`EncodeResult` per part: float32 embeddings [rows, D] (zeros where an image failed) and failures.
@@ -137,6 +143,7 @@ def iter_encode_images_ray(
             different number of rows than it was given.
     """
     batch_size = options.batch_size_or(batch_size)
+    max_image_pixels = pixel_limit(max_image_pixels)  # a wrong setting fails here, not in every replica
     for name, value in (("part_size", part_size), ("batch_size", batch_size)):
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
@@ -167,6 +174,7 @@ def iter_encode_images_ray(
                 "mixed_precision": mixed_precision,
                 "decode_workers": decode_workers,
                 "num_threads": max(1, int(options.num_cpus_per_replica)),
+                "max_image_pixels": max_image_pixels,
             },
             udf_modifying_row_count=False,
         )
@@ -210,6 +218,7 @@ def encode_images_ray(
     decode_workers: int = 2,
     mixed_precision: bool = True,
     device: str | None = "auto",
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> EncodeResult:
     """Embed images on a Ray Data actor pool; the same result as :func:`~.encoding.encode_images`.
 
@@ -222,5 +231,6 @@ def encode_images_ray(
     """
     results = list(iter_encode_images_ray(
         spec, loaders, part_size=max(1, len(loaders)), options=options or RayOptions(), batch_size=batch_size,
-        decode_workers=decode_workers, mixed_precision=mixed_precision, device=device))
+        decode_workers=decode_workers, mixed_precision=mixed_precision, device=device,
+        max_image_pixels=max_image_pixels))
     return results[0] if results else EncodeResult(np.zeros((0, 0), dtype=np.float32))

@@ -16,9 +16,13 @@ Real collections have broken members; reading never raises on them. Each problem
 :class:`SampleProblem` to the ``on_problem`` callback and reading goes on with what is readable:
 
 * an image that does not decode, or a sample without an image member: that sample is skipped;
+* a member whose sample key is not one file name (``../x.jpg``, ``/x.jpg``, ``dir/x.jpg``): that sample is skipped,
+  since its key would name a tag file outside the tags folder;
+* a file that is not a tar archive at all: reported under no sample key, nothing is read from it;
 * a corrupt tar header: the reader resynchronises on the next valid header, so the rest of the shard is read;
 * a truncated tar: every sample before the cut is read, the sample being read at the cut is skipped;
-* a malformed ``<key>.json`` member or tag file: the sample is kept, without that part;
+* a malformed ``<key>.json`` member or tag file: the sample is kept, without that part (the problem's reason says
+  so: see :func:`kept_problem_code`);
 * an unreadable parquet: the shard's samples are kept without their rows.
 
 A missing tag file is not a problem: :attr:`Sample.tags` is ``None`` and the consumer decides what that means.
@@ -26,7 +30,6 @@ A missing tag file is not a problem: :attr:`Sample.tags` is ``None`` and the con
 from __future__ import annotations
 
 import copy
-import io
 import json
 import logging
 import posixpath
@@ -39,7 +42,9 @@ from typing import Any
 
 import fsspec
 import pyarrow.parquet as pq
-from PIL import Image, UnidentifiedImageError
+
+from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError, verify_image
+from .paths import component_problem, is_safe_component
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +55,13 @@ BLOCK_SIZE = tarfile.BLOCKSIZE
 # webdataset's base_plus_ext: key = everything up to the first dot of the base name.
 _KEY_PATTERN = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 _STREAM_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
+# How the reasons of problems with a sample that is still yielded end, and the reject codes they map to.
+KEPT_WITHOUT_TAGS = "kept without tags"
+KEPT_WITHOUT_METADATA = "kept without its metadata"
+KEPT_FIRST_DUPLICATE = "the first one is kept"
+_KEPT_CODES = {KEPT_WITHOUT_TAGS: "tags_unreadable", KEPT_WITHOUT_METADATA: "metadata_unreadable",
+               KEPT_FIRST_DUPLICATE: "member_duplicate"}
+PARQUET_UNREADABLE = "metadata parquet unreadable"
 
 
 @dataclass(frozen=True)
@@ -103,22 +115,13 @@ def shard_stem(name: str) -> str:
     return name
 
 
-def image_problem(data: bytes) -> str | None:
-    """Why ``data`` is not a decodable image, or ``None`` when it decodes.
-
-    JPEGs are decoded at 1/8 scale (``draft``): the entropy-coded data is still read to the end, so a truncated
-    file fails, at a fraction of the cost of a full decode.
-    """
-    if not data:
-        return "empty file (0 bytes)"
+def image_problem(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> str | None:
+    """Why ``data`` is not a decodable image, or ``None`` when it decodes (:func:`~.images.verify_image`: JPEGs at
+    1/8 scale, a header claiming more than ``max_pixels`` pixels refused before decoding)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
-            image.load()
-    except UnidentifiedImageError:
-        return f"not a recognised image format; starts with {data[:24]!r}"
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        return f"{type(error).__name__}: {error}"
+        verify_image(data, max_pixels=max_pixels)
+    except ImageDecodeError as error:
+        return error.reason
     return None
 
 
@@ -193,6 +196,11 @@ class WebDatasetShards:
 
     def __repr__(self) -> str:
         return f"WebDatasetShards({self._url!r}, {len(self._shards)} shards, tags={self._tags_url!r})"
+
+    @property
+    def url(self) -> str:
+        """The shard folder, as given."""
+        return self._url
 
     @property
     def filesystem(self) -> fsspec.AbstractFileSystem:
@@ -290,10 +298,14 @@ class WebDatasetShards:
         """Tags of sample ``key`` from the tags folder; ``None`` when there is no tag file.
 
         Raises:
-            ValueError: When the file is not JSON, or neither ``{"tags": [...]}`` nor a list.
+            ValueError: When ``key`` is not one file name (its tag file would lie outside the tags folder, so none
+                is opened), or the file is not JSON, or neither ``{"tags": [...]}`` nor a list.
         """
         if self._tags_fs is None:
             return None
+        problem = component_problem(key)
+        if problem is not None:
+            raise ValueError(f"sample key {key!r} {problem}, so it names no tag file in {self._tags_url}")
         try:
             data = self._tags_fs.cat_file(posixpath.join(self._tags_root, f"{key}.json"))
         except FileNotFoundError:
@@ -336,7 +348,7 @@ class WebDatasetShards:
         try:
             rows = self.metadata_rows(shard_name) or {}
         except Exception as error:  # noqa: BLE001 - any unreadable parquet only costs the rows
-            report(SampleProblem(shard_name, "", f"metadata parquet unreadable ({type(error).__name__}: {error}); "
+            report(SampleProblem(shard_name, "", f"{PARQUET_UNREADABLE} ({type(error).__name__}: {error}); "
                                  "samples kept without their rows"))
             rows = {}
         yielded = skipped = 0
@@ -355,6 +367,8 @@ class WebDatasetShards:
         members: dict[str, bytes] = {}
         member_name = ""
         expected_offset = 0  # where the next header starts if nothing between members was skipped
+        headers = 0
+        unsafe_keys: set[str] = set()
         try:
             with self._fs.open(self._full_path(shard), "rb") as handle, tarfile.open(
                 fileobj=handle, mode="r|*", ignore_zeros=True  # ignore_zeros: resynchronise after a bad header
@@ -366,10 +380,18 @@ class WebDatasetShards:
                                              "end of a concatenated archive); skipped to the next valid one"))
                     expected_offset = info.offset_data + -(-info.size // BLOCK_SIZE) * BLOCK_SIZE
                     member_name = info.name
+                    headers += 1
                     if not info.isreg():
                         continue
                     member_key, extension = split_member_name(info.name)
                     if member_key is None or extension is None:
+                        continue
+                    if not is_safe_component(member_key):
+                        if member_key not in unsafe_keys:
+                            unsafe_keys.add(member_key)
+                            report(SampleProblem(shard, member_key, f"member {info.name!r}: sample key "
+                                                 f"{member_key!r} {component_problem(member_key)}, not one file name "
+                                                 "(a key names its tag file <tags>/<key>.json); skipped"))
                         continue
                     if member_key != key:
                         if key is not None:
@@ -378,7 +400,7 @@ class WebDatasetShards:
                     handle_data = tar.extractfile(info)
                     data = handle_data.read() if handle_data is not None else b""
                     if extension in members:
-                        report(SampleProblem(shard, key, f"duplicate member {info.name!r}; the first one is kept"))
+                        report(SampleProblem(shard, key, f"duplicate member {info.name!r}; {KEPT_FIRST_DUPLICATE}"))
                         continue
                     members[extension] = data
                 if tar.offset <= expected_offset and expected_offset > 0:
@@ -391,6 +413,22 @@ class WebDatasetShards:
             return
         if key is not None:
             yield key, members
+        elif not headers:
+            problem = self._first_header_error(shard)
+            if problem is not None:
+                report(SampleProblem(shard, "", f"not a tar archive: no readable member header in it ({problem}); "
+                                     "nothing of the shard was read"))
+
+    def _first_header_error(self, shard: str) -> str | None:
+        """Why the start of ``shard`` is not a tar header, or ``None`` when it is one (an empty archive's end
+        marker included). Reading with ``ignore_zeros`` skips invalid headers silently, so a file of random bytes
+        reads as an archive with no members; this strict read tells the two apart."""
+        try:
+            with self._fs.open(self._full_path(shard), "rb") as handle, tarfile.open(fileobj=handle, mode="r|*"):
+                pass  # opening reads the first header
+        except _STREAM_ERRORS as error:
+            return f"{type(error).__name__}: {error}"
+        return None
 
     def _to_sample(
         self, shard: str, key: str, members: dict[str, bytes], row: dict[str, Any] | None, report: ProblemHandler
@@ -412,12 +450,13 @@ class WebDatasetShards:
                 if not isinstance(meta, dict):
                     raise ValueError(f"a JSON {type(meta).__name__}, not an object")
             except (UnicodeDecodeError, ValueError) as error:
-                report(SampleProblem(shard, key, f"metadata {key}.json unreadable ({error}); kept without it"))
+                report(SampleProblem(shard, key,
+                                     f"metadata {key}.json unreadable ({error}); {KEPT_WITHOUT_METADATA}"))
                 meta = None
         try:
             tags = self.read_tags(key)
         except (ValueError, OSError) as error:
-            report(SampleProblem(shard, key, f"{error}; kept without tags"))
+            report(SampleProblem(shard, key, f"{error}; {KEPT_WITHOUT_TAGS}"))
             tags = None
         return Sample(key, shard, image_bytes, image_ext, meta, tags, row)
 
@@ -427,19 +466,33 @@ def problem_sample_key(problem: SampleProblem, number: int) -> str:
     return problem.key or f"{problem.shard}#unreadable-{number}"
 
 
+def is_shard_problem_key(key: str, shard: str) -> bool:
+    """Whether ``key`` is a placeholder for a problem of ``shard`` itself rather than of one of its samples (no
+    real key starts so: a key holds no dot, a shard name does)."""
+    return key.startswith(f"{shard}#")
+
+
+def kept_problem_code(reason: str) -> str | None:
+    """``"tags_unreadable"``, ``"metadata_unreadable"`` or ``"member_duplicate"`` when ``reason`` is about a sample
+    that was still read (a malformed tag file or metadata member, a member stored twice); ``None`` otherwise."""
+    return next((code for ending, code in _KEPT_CODES.items() if ending in reason), None)
+
+
 def shard_problems(
     view: WebDatasetShards, shard: str, problems: Sequence[SampleProblem], seen: set[str]
 ) -> dict[str, str]:
-    """``{sample key: reason}`` for every sample of ``shard`` that was not read: the reader's problems (reasons of
-    a sample reported more than once joined by "; "), and samples the shard's parquet lists as downloaded that the
-    tar does not hold (lost to a truncated archive)."""
+    """``{sample key: reason}`` for every sample of ``shard`` that was not read, or read with a problem (a key in
+    ``seen``; see :func:`kept_problem_code`): the reader's problems (reasons of a sample reported more than once
+    joined by "; "; problems of the shard itself under :func:`is_shard_problem_key` placeholders), and samples the
+    shard's parquet lists as downloaded that the tar does not hold (lost to a truncated archive)."""
     merged: dict[str, list[str]] = {}
     for number, problem in enumerate(problems):
         merged.setdefault(problem_sample_key(problem, number), []).append(problem.reason)
     try:
         listed = view.metadata_rows(shard) or {}
     except Exception as error:  # noqa: BLE001 - an unreadable parquet must not stop the shard's samples
-        merged.setdefault(f"{shard}#parquet", []).append(f"metadata parquet unreadable: {type(error).__name__}")
+        if not any(problem.reason.startswith(PARQUET_UNREADABLE) for problem in problems):
+            merged.setdefault(f"{shard}#parquet", []).append(f"{PARQUET_UNREADABLE}: {type(error).__name__}")
         listed = {}
     for key, row in listed.items():
         if key not in seen and key not in merged and row.get("status", "success") == "success":

@@ -9,6 +9,16 @@ Layout::
 
 Every file is written to a temporary sibling and renamed into place, and the manifest is written last, so a
 run that stops part-way keeps every part it finished and readers never see a half-written part.
+
+Several processes may append to one store at once. Each save holds ``<filepath>/.manifest.lock``
+(:class:`~multimodal_suite.common.locks.FileLock`) from reading the manifest through choosing the part number,
+writing the part and replacing the manifest, so no writer reads a manifest that another is about to replace,
+and no two writers pick the same part number. One lock, rather than a manifest per part merged on read, keeps
+the layout a reader needs unchanged: one manifest, replaced in one step (a rename locally, a single put on an
+object store), so a reader takes no lock, lists no directory and sees a part either fully listed or not at all.
+The lock only needs an exclusive create, which local disks, NFS and object stores with conditional writes
+offer; a writer that died holding it is detected (dead pid on this host, or older than the stale timeout) and
+its lock broken by the next save, which also removes the temporary files such a writer left behind.
 """
 from __future__ import annotations
 
@@ -24,7 +34,7 @@ import pyarrow.parquet as pq
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 from safetensors.numpy import save_file
 
-from multimodal_suite.common.atomic import atomic_fs_path, write_json_atomic
+from multimodal_suite.common.atomic import atomic_fs_path, remove_stale_temporaries, write_json_atomic
 from multimodal_suite.common.embeddings import (
     FORMAT_VERSION,
     KEY_COLUMN,
@@ -39,6 +49,7 @@ from multimodal_suite.common.embeddings import (
     read_manifest,
     read_part_rows,
 )
+from multimodal_suite.common.locks import FileLock
 
 try:
     from kedro_datasets._typing import TablePreview
@@ -46,6 +57,8 @@ except ImportError:  # kedro-datasets without kedro-viz preview types
     TablePreview = dict  # type: ignore[misc,assignment]
 
 logger = logging.getLogger(__name__)
+
+LOCK_NAME = ".manifest.lock"
 
 
 class EmbeddingShardDataset(AbstractDataset[EmbeddingTable, EmbeddingShards]):
@@ -159,11 +172,17 @@ class EmbeddingShardDataset(AbstractDataset[EmbeddingTable, EmbeddingShards]):
 
     def save(self, data: EmbeddingTable) -> None:
         """Append ``data`` as a new part (keys already stored are dropped); a 0-row table only creates the
-        manifest when there is none yet."""
+        manifest when there is none yet. Waits while another process appends to the same store."""
         if not isinstance(data, EmbeddingTable):
             raise DatasetError(
                 f"{type(self).__name__} at {self._dir} saves EmbeddingTable objects; got {type(data).__name__}"
             )
+        with FileLock(self._fs, join_path(self._dir, LOCK_NAME)) as lock:
+            remove_stale_temporaries(self._fs, self._dir)
+            self._append(data, lock)
+
+    def _append(self, data: EmbeddingTable, lock: FileLock) -> None:
+        # under the lock: the manifest read here is the one this save replaces
         self._fs.invalidate_cache(self._dir)
         manifest = read_manifest(self._fs, self._dir)
         is_new = manifest is None
@@ -176,6 +195,7 @@ class EmbeddingShardDataset(AbstractDataset[EmbeddingTable, EmbeddingShards]):
         data = self._drop_stored_keys(manifest, data)
         if len(data) == 0:
             if is_new:
+                lock.check()
                 self._write_manifest(manifest)
             return
 
@@ -203,6 +223,7 @@ class EmbeddingShardDataset(AbstractDataset[EmbeddingTable, EmbeddingShards]):
         manifest["count"] = int(manifest["count"]) + len(data)
         if data.model_spec_hash and data.model_spec_hash not in manifest["model_spec_hashes"]:
             manifest["model_spec_hashes"].append(data.model_spec_hash)
+        lock.check()  # a writer whose lock was broken as stale must not replace the new holder's manifest
         self._write_manifest(manifest)
 
         self._stored_keys.update(data.rows[KEY_COLUMN])

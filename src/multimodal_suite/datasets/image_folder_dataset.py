@@ -29,7 +29,7 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], bytes]]]):
     Calling a loader reads that file's bytes; only the listing happens on load. Files whose extension is not an
     image extension, and hidden files, are not listed. A folder that does not exist is a :class:`DatasetError`
     that names the folders next to it, since the folder is usually chosen on the command line
-    (``--params tagging.target.folder=00290``).
+    (``--params "tagging.target.folder='00290'"``).
 
     Examples:
         Using the YAML API:
@@ -87,7 +87,7 @@ class ImageFolderDataset(AbstractDataset[None, dict[str, Callable[[], bytes]]]):
             shown = ", ".join(siblings[:20]) + (" …" if len(siblings) > 20 else "")
             raise DatasetError(
                 f"image folder {self._filepath!r} does not exist. Folders in {parent!r}: {shown or 'none'}. "
-                f"Pick one with --params tagging.target.folder=<name> (or generate the demo samples with "
+                f"Pick one with --params \"tagging.target.folder='<name>'\" (or generate the demo samples with "
                 f"`kedro run --pipeline demo_data --env demo`)."
             )
         names = (posixpath.basename(p) for p in self._fs.ls(self._filepath, detail=False) if self._fs.isfile(p))

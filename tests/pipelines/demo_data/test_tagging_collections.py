@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,13 @@ from multimodal_suite.pipelines.demo_data.nodes import generate_tagging_samples
 from multimodal_suite.pipelines.demo_data.params import CELL_MARGIN, DemoTaggingConfig
 from multimodal_suite.pipelines.demo_data.tagging_collections import (
     COLORS,
+    PHOTOS,
+    SHAPES,
     bad_input_keys,
     plan_source_image,
     plan_target_image,
     shape_mask,
+    vocabulary_weights,
 )
 
 PARAMS = {"seed": 7}
@@ -149,6 +153,27 @@ def test_target_images_are_held_out_from_the_source(generated: Outputs) -> None:
     vocabulary = {tag for tag_set in source_tag_sets for tag in tag_set}
     assert {tag for tag_set in target_tag_sets for tag in tag_set} <= vocabulary  # same vocabulary
     assert {"cat", "animal", "striped", "circle", "red"} <= vocabulary
+
+
+def _object_counts(config: DemoTaggingConfig) -> Counter:
+    return Counter(placed.obj.name for shard in range(config.num_shards) for index in range(config.samples_per_shard)
+                   for placed in plan_source_image(config, shard, index).objects)
+
+
+def test_fine_grained_tags_are_of_uneven_frequency_and_coarse_tags_cover_every_image() -> None:
+    assert vocabulary_weights(3, 1.0) == [1.0, 0.5, 1 / 3] and vocabulary_weights(3, 0.0) == [1.0, 1.0, 1.0]
+    skewed = _object_counts(CONFIG)
+    assert skewed[SHAPES[0]] > 3 * skewed[SHAPES[-1]] > 0  # common and rare shapes, every one drawn
+    assert skewed[PHOTOS[0].name] > 3 * skewed[PHOTOS[-1].name] > 0
+    even = _object_counts(DemoTaggingConfig(seed=7, tag_skew=0.0))
+    assert max(even[shape] for shape in SHAPES) < 2 * min(even[shape] for shape in SHAPES)
+    for index in range(CONFIG.samples_per_shard):
+        plan = plan_source_image(CONFIG, 1, index)
+        kinds = {placed.obj.kind for placed in plan.objects}
+        assert ("photo" in plan.tags) == ("photo" in kinds)
+        assert ("drawing" in plan.tags) == bool(kinds & {"shape", "figure"})
+    with pytest.raises(ValueError, match="tag_skew"):
+        DemoTaggingConfig(tag_skew=-1.0)
 
 
 def test_pipeline_node_writes_through_the_catalog(tmp_path: Path) -> None:

@@ -167,3 +167,37 @@ def test_model_dimension_check_names_the_setting(tiny_collection, precompute_par
     with pytest.raises(ValueError, match="PSS_VIS_DIM"):
         next(nodes.embed_page_images(books, index, EmbeddingShardDataset(filepath=str(tmp_path / "i")).load(),
                                      params))
+
+
+UNSAFE_BOOK_IDS = ["..", "../outside", "/abs", "a/b", "a\\b", ""]
+
+
+def test_a_book_id_that_is_not_one_folder_name_is_a_reject_and_the_other_books_are_indexed(
+        tiny_collection, precompute_params):
+    root, annotations = tiny_collection
+    books = _books(root)
+    crafted = annotations + [{**annotations[0], "hash_code": book_id} for book_id in UNSAFE_BOOK_IDS]
+    index, rejects = nodes.index_pages(books, crafted, precompute_params)
+    unsafe = rejects[rejects["reason"] == "book_id_unsafe"]
+    assert sorted(unsafe["item"]) == sorted(f"book {book_id!r}" for book_id in UNSAFE_BOOK_IDS)
+    assert unsafe["detail"].str.contains("annotation file").all()
+    assert not set(UNSAFE_BOOK_IDS) & set(index["book_id"])
+    assert set(index["book_id"]) == set(nodes.index_pages(books, annotations, precompute_params)[0]["book_id"])
+
+
+@pytest.mark.parametrize("book_source", ["annotations", "scan"])
+def test_an_empty_books_folder_is_an_error_naming_the_folder(tiny_collection, precompute_params, tmp_path,
+                                                             book_source):
+    _, annotations = tiny_collection
+    (tmp_path / "books").mkdir()
+    params = dict(precompute_params, book_source=book_source)
+    with pytest.raises(ValueError, match=r"no pages to index: the comic_books folder .*PSS_ROOT.*no book folders"):
+        nodes.index_pages(_books(tmp_path / "books"), annotations, params)
+
+
+def test_books_none_of_which_the_annotations_list_is_an_error_with_the_counts(tiny_collection, precompute_params):
+    root, annotations = tiny_collection
+    others = [{**record, "hash_code": f"elsewhere{number}"} for number, record in enumerate(annotations)]
+    with pytest.raises(ValueError, match=rf"none of the {len(others)} books the annotations list .*'book_missing': "
+                                         rf"{len(others)}"):
+        nodes.index_pages(_books(root), others, precompute_params)

@@ -21,6 +21,7 @@ from multimodal_suite.datasets import (
     EmbeddingShardDataset,
     FaissIndexDataset,
     ImageFolderDataset,
+    SafetensorsModelDataset,
     SampleFilesDataset,
     WebDatasetShardsDataset,
 )
@@ -164,6 +165,12 @@ def _catalog(root: Path, work: Path, truth: dict, folder: str = "00290") -> Data
         "target_contact_sheet": ImageDataset(filepath=str(work / "contact_sheet.png")),
         "tagging_target_truth": MemoryDataset(truth),
         "tagging_evaluation": JSONDataset(filepath=str(work / "evaluation.json")),
+        "tag_probe": SafetensorsModelDataset(filepath=str(work / "tag_probe"), producer_pipeline="tagging_index"),
+        "tagging_vote_thresholds": JSONDataset(filepath=str(work / "index" / "vote_thresholds.json")),
+        "target_tag_scores": ParquetDataset(filepath=str(out / "tag_scores.parquet")),
+        "tagging_per_tag_metrics": MemoryDataset(),
+        "tagging_per_tag_f1": MemoryDataset(),
+        "tagging_metrics": MemoryDataset(),
     })
 
 
@@ -201,15 +208,41 @@ def test_pipelines_end_to_end_then_retag_without_resegmenting(collection, tmp_pa
     sheet = catalog.load("target_contact_sheet")
     assert sheet.width > 48 and sheet.height > 48
 
-    # re-tag with stricter voting: the saved crops and embeddings are reused, nothing is re-segmented
+    # tagging_index: a probe and thresholds over the vocabulary of the tagged source samples
+    vocabulary = sorted({tag for source_tags in catalog.load("tagging_id_to_tags").values() for tag in source_tags})
+    thresholds = catalog.load("tagging_vote_thresholds")
+    assert catalog.load("tag_probe")["config"]["tags"] == thresholds["tags"] == vocabulary
+    assert set(thresholds["thresholds"]) == {"knn", "probe", "both"} and thresholds["k"] == 10
+    assert set(thresholds["positives"]) == set(vocabulary) and 0 < thresholds["images"] <= 2 * 16
+
+    # every method is scored and evaluated; the default one (both) is what the folder is tagged with
+    scores = catalog.load("target_tag_scores")
+    assert list(scores.columns) == nodes.SCORE_COLUMNS and scores[["knn", "probe", "both"]].stack().between(0, 1).all()
+    assert {(image, tag) for image, kept in tags.items() for tag in kept} == set(
+        map(tuple, scores.loc[scores["both"] >= 0.5, ["image", "tag"]].to_numpy()))
+    assert evaluation["method"] == "both" and evaluation["f1"] == evaluation["methods"]["both"]["f1"]
+    assert set(evaluation["methods"]) == {"knn_min_votes", "knn", "probe", "both"}
+    per_tag = catalog.load("tagging_per_tag_metrics")
+    true_tags = {tag for image_tags in truth["00290"].values() for tag in image_tags}
+    for method in evaluation["methods"]:
+        rows = per_tag[per_tag["method"] == method]
+        assert true_tags <= set(rows["tag"]) and rows["f1"].between(0, 1).all()
+        assert rows["support"].sum() == sum(len(image_tags) for image_tags in truth["00290"].values())
+    metrics = catalog.load("tagging_metrics")
+    assert metrics["both.f1"]["value"] == evaluation["f1"]
+    assert {f"knn.per_tag.{tag}.f1" for tag in true_tags} <= set(metrics)
+    assert len(catalog.load("tagging_per_tag_f1").axes) == 1
+
+    # re-tag with another method: the saved crops and embeddings are reused, nothing is re-segmented
     mtimes = {p.name: p.stat().st_mtime_ns for p in crops_dir.glob("*.png")}
     parts = EmbeddingShardDataset(filepath=str(tmp_path / "target/00290/embeddings")).load().part_names
-    _run(create_retag_pipeline(), catalog, params(target__min_votes=10))
+    for method in ("knn", "probe"):
+        _run(create_retag_pipeline(), catalog, params(target__method=method))
+        retagged = catalog.load("target_tags")
+        assert {(image, tag) for image, kept in retagged.items() for tag in kept} == set(
+            map(tuple, scores.loc[scores[method] >= 0.5, ["image", "tag"]].to_numpy()))
     assert {p.name: p.stat().st_mtime_ns for p in crops_dir.glob("*.png")} == mtimes
     assert EmbeddingShardDataset(filepath=str(tmp_path / "target/00290/embeddings")).load().part_names == parts
-    strict = catalog.load("target_tags")
-    assert sum(map(len, strict.values())) < sum(map(len, tags.values()))
-    assert all(set(strict[image]) <= set(tags[image]) for image in images)
 
     # the whole target pipeline again: embeddings are all reused
     _run(create_target_pipeline(), catalog, params())
@@ -233,7 +266,7 @@ def test_dimension_mismatch_between_index_and_target_is_a_clear_error(collection
     stored = EmbeddingShardDataset(filepath=str(tmp_path / "e"))
     stored.save(EmbeddingTable(np.ones((1, 4), np.float32), table[["key"]]))
     with pytest.raises(ValueError, match="4-d.*8-d.*clip_model"):
-        nodes.tag_target_images(IndexBundle(index), {}, stored.load(), table, {}, PARAMS["batching"],
+        nodes.tag_target_images(IndexBundle(index), {}, {}, {}, stored.load(), table, {}, PARAMS["batching"],
                                 TargetParams(folder="00290", device="cpu"))
 
 
@@ -247,3 +280,91 @@ def test_a_misspelled_parameter_is_an_error_naming_the_valid_keys(collection, tm
         list(embed_source(source_view(root), EmbeddingShardDataset(filepath=str(tmp_path / "s")).load(),
                           params(batching__batch_clips="16")))
 
+
+
+def _tar(members: list[tuple[str, bytes]]) -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _jpeg(color: str) -> bytes:
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (48, 48), "white")
+    ImageDraw.Draw(image).rectangle((8, 8, 36, 36), fill=color)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def crafted_source(tmp_path_factory):
+    """One shard of crafted samples (good, bad tag file, bad metadata, no tag file, a member named to reach a tag
+    file outside the tags folder) and one shard of random bytes."""
+    import json
+
+    root = tmp_path_factory.mktemp("crafted")
+    shards, tags = root / "collection" / "shards", root / "collection" / "tags"
+    shards.mkdir(parents=True)
+    tags.mkdir()
+    members = [("good.jpg", _jpeg("red")), ("good.json", b"{}"), ("badtags.jpg", _jpeg("blue")),
+               ("badmeta.jpg", _jpeg("green")), ("badmeta.json", b"{broken"), ("untagged.jpg", _jpeg("red")),
+               ("../../evil.jpg", _jpeg("red"))]
+    (shards / "shard-000000.tar").write_bytes(_tar(members))
+    (shards / "shard-000001.tar").write_bytes(bytes(range(256)) * 16)
+    for key in ("good", "badmeta"):
+        (tags / f"{key}.json").write_text(json.dumps({"tags": ["red", "square"]}))
+    (tags / "badtags.json").write_text("{not json")
+    (root / "evil.json").write_text(json.dumps({"tags": ["stolen"]}))  # what ../../evil would name
+    view = WebDatasetShardsDataset(filepath=str(shards), tags_dir=str(tags)).load()
+    stored = EmbeddingShardDataset(filepath=str(root / "embeddings"))
+    for table in embed_source(view, stored.load(), params()):
+        stored.save(table)
+    return view, stored.load()
+
+
+def test_each_crafted_sample_has_one_status_and_an_unreadable_shard_is_named(crafted_source):
+    _, stored = crafted_source
+    rejects = nodes.report_source_rejects(stored)
+    by_item = {item: reasons["reason"].tolist() for item, reasons in rejects.groupby("item")}
+    assert by_item == {
+        "sample badtags of shard-000000.tar": ["tags_unreadable"],
+        "sample badmeta of shard-000000.tar": ["metadata_unreadable"],
+        "sample untagged of shard-000000.tar": ["tags_missing"],
+        "sample ../../evil of shard-000000.tar": ["sample_unusable"],
+        "shard shard-000001.tar": ["shard_unreadable"],
+    }
+    detail = rejects.set_index("item")["detail"]
+    assert "'../../evil.jpg'" in detail["sample ../../evil of shard-000000.tar"]
+    assert "not a tar archive" in detail["shard shard-000001.tar"]
+    assert "not valid JSON" in detail["sample badtags of shard-000000.tar"]
+    crops = stored.rows[stored.rows["error"] == ""]
+    assert set(crops["sample_key"]) == {"good", "badtags", "badmeta", "untagged"}  # every readable image embedded
+    assert all(len(tags) == 0 for tags in crops.loc[crops["sample_key"] == "badtags", "vlm_tags"])
+    assert "stolen" not in {tag for tags in nodes.map_ids_to_tags(stored).values() for tag in tags}
+
+
+def test_no_source_shard_selected_is_an_error_naming_the_folder(crafted_source, tmp_path):
+    view, _ = crafted_source
+    empty = EmbeddingShardDataset(filepath=str(tmp_path / "e")).load()
+    with pytest.raises(ValueError, match=rf"no source shards selected: {view.url} holds 2 shards .*start_shard=2"):
+        list(embed_source(view, empty, params(source__start_shard=2)))
+
+
+def test_a_target_folder_without_images_is_an_error_naming_the_folder(tmp_path):
+    (tmp_path / "00100").mkdir()
+    (tmp_path / "00100" / "notes.txt").write_text("not an image")
+    images = ImageFolderDataset(filepath=str(tmp_path / "00100")).load()
+    run = params(target__folder="00100")
+    with pytest.raises(ValueError, match=r"target folder '00100' holds no images .*tagging\.target\.folder='<name>'"):
+        nodes.segment_target_images(images, run["models"], run["batching"], run["target"])

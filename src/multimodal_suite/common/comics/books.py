@@ -12,7 +12,6 @@ Paths are fsspec URLs (plain paths for local files), so the same code reads loca
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import posixpath
@@ -21,6 +20,9 @@ from typing import Any
 
 import fsspec
 from PIL import Image
+
+from ..images import DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError, decode_image
+from ..paths import component_problem, safe_component
 
 logger = logging.getLogger(__name__)
 
@@ -90,21 +92,21 @@ class PageRef:
             data: bytes = handle.read()
         return data
 
-    def read_image(self, mode: str = "RGB") -> tuple[Image.Image | None, str | None]:
-        """The decoded image and None, or ``(None, problem)`` with problem ``"image_empty"`` (zero bytes) or
+    def read_image(
+        self, mode: str = "RGB", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    ) -> tuple[Image.Image | None, str | None]:
+        """The fully decoded image and None, or ``(None, problem)`` with problem ``"image_empty"`` (zero bytes),
+        ``"image_too_large"`` (the header claims more than ``max_pixels`` pixels; nothing is decoded) or
         ``"image_unreadable"`` (missing, truncated or not an image)."""
         try:
             data = self.read_image_bytes()
-        except FileNotFoundError:
+        except OSError:
             return None, "image_unreadable"
-        if not data:
-            return None, "image_empty"
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                # convert() forces a full decode, so a truncated file fails here and not later in a batch.
-                return image.convert(mode), None
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-            return None, "image_unreadable"
+            return decode_image(data, max_pixels=max_pixels, mode=mode), None
+        except ImageDecodeError as error:
+            problems = {"empty": "image_empty", "too_large": "image_too_large", "undecodable": "image_unreadable"}
+            return None, problems[error.kind]
 
     def read_ocr(self) -> tuple[str, str | None]:
         """The page's OCR text and None, or ``("", "ocr_missing" | "ocr_malformed")``.
@@ -166,13 +168,18 @@ def book_from_files(
 ) -> ComicBook:
     """A :class:`ComicBook` from the file names in its folder.
 
-    Image names that are not a page number are skipped with a warning; when two images carry the same number
-    (``7.jpg`` and ``007.jpg``) the first in name order is kept, also with a warning.
+    Image names that are not a page number, or not one file name (``../0.jpg``, ``sub/0.jpg``: a page lies directly
+    in its book's folder), are skipped with a warning; when two images carry the same number (``7.jpg`` and
+    ``007.jpg``) the first in name order is kept, also with a warning.
     """
     extensions = tuple(ext.lower() for ext in image_extensions)
     by_index: dict[int, PageRef] = {}
     for name in sorted(filenames):
         if not name.lower().endswith(extensions):
+            continue
+        problem = component_problem(name)
+        if problem is not None:
+            logger.warning("book %s: image %r %s, not a file of the book's folder; ignored", book_id, name, problem)
             continue
         index = natural_page_index(name)
         if index is None:
@@ -188,13 +195,24 @@ def book_from_files(
     return ComicBook(book_id, root, [by_index[index] for index in sorted(by_index)])
 
 
+def book_folder(root: str, book_id: str) -> str:
+    """The folder of book ``book_id`` directly under ``root``.
+
+    Raises:
+        ValueError: When ``book_id`` is not one folder name (``..``, ``a/b``, an absolute path, …), so no book id
+            ever resolves outside ``root``.
+    """
+    return posixpath.join(root, safe_component(book_id, "book id"))
+
+
 def scan_books(
     root: str, image_extensions: tuple[str, ...] = IMAGE_EXTENSIONS, **fs_args: Any
 ) -> dict[str, ComicBook]:
     """All book folders directly under ``root`` (a path or fsspec URL), sorted by book id.
 
-    Lists files only. Hidden folders and files at the top level are not books and are skipped; a folder with
-    no page images gives a book with no pages (the caller decides whether that is a reject).
+    Lists files only. Hidden folders and files at the top level are not books and are skipped, and so, with a
+    warning, is a folder whose name is not a valid book id (see :func:`book_folder`); a folder with no page images
+    gives a book with no pages (the caller decides whether that is a reject).
     """
     fs, base = fsspec.core.url_to_fs(root, **fs_args)
     if not fs.isdir(base):
@@ -203,8 +221,14 @@ def scan_books(
     files: dict[str, list[str]] = {}
     for entry in fs.ls(base, detail=True):
         name = posixpath.basename(entry["name"].rstrip("/"))
-        if entry["type"] == "directory" and not name.startswith("."):
-            files[name] = []
+        if entry["type"] != "directory" or name.startswith("."):
+            continue
+        problem = component_problem(name)
+        if problem is not None:
+            logger.warning("%s: book folder %r %s, not a valid book id; skipped (rename the folder)", root, name,
+                           problem)
+            continue
+        files[name] = []
     for path in fs.find(base, maxdepth=2):
         relative = posixpath.relpath(path, base.rstrip("/"))
         parts = relative.split("/")
@@ -214,7 +238,7 @@ def scan_books(
     local = "file" in protocols
     books = {}
     for book_id in sorted(files):
-        folder = posixpath.join(base, book_id)
+        folder = book_folder(base, book_id)
         url = folder if local else fs.unstrip_protocol(folder)
         books[book_id] = book_from_files(book_id, url, files[book_id], image_extensions)
     return books

@@ -58,6 +58,8 @@ class DemoTaggingConfig:
         max_objects: Most objects in an image (at most 9: one per cell of a 2×2 or 3×3 grid).
         photo_share: Chance that an object is a photo crop rather than a drawn shape.
         figure_share: Chance that an object is a cartoon figure.
+        tag_skew: How uneven the fine-grained tags are: the n-th shape, colour and photo of the vocabulary is
+            drawn with weight ``1 / n ** tag_skew`` (0: evenly).
         textured_background_share: Chance that an image's background is lightly textured rather than plain.
         target_folders: Names of the target folders.
         images_per_folder: Images in each target folder.
@@ -69,14 +71,15 @@ class DemoTaggingConfig:
     seed: int = 42
     image_size: tuple[int, int] = (160, 160)
     num_shards: int = 4
-    samples_per_shard: int = 40
+    samples_per_shard: int = 60
     min_objects: int = 2
     max_objects: int = 4
     photo_share: float = 0.3
     figure_share: float = 0.08
+    tag_skew: float = 1.0
     textured_background_share: float = 0.5
     target_folders: tuple[str, ...] = ("00290", "00291")
-    images_per_folder: int = 12
+    images_per_folder: int = 24
     jpeg_quality: int = 85
     bad_inputs: bool = True
 
@@ -110,6 +113,8 @@ def _tagging_problem(config: DemoTaggingConfig) -> str | None:
             return f"{name} must be within [0, 1], got {getattr(config, name)}"
     if config.photo_share + config.figure_share > 1.0:
         return "photo_share + figure_share must be <= 1"
+    if config.tag_skew < 0:
+        return f"tag_skew must be >= 0, got {config.tag_skew}"
     if not 1 <= config.jpeg_quality <= 100:
         return f"jpeg_quality must be within [1, 100], got {config.jpeg_quality}"
     folders = config.target_folders

@@ -3,12 +3,16 @@
 Each image is a plain or lightly textured background with 2–4 objects, one per cell of a grid, so there is
 always background between two objects and a classical segmenter can separate them. An object is
 
-* a drawn shape in a colour, solid or textured: a red circle is ``["circle", "red"]``, a striped blue square
-  ``["blue", "square", "striped"]``;
+* a drawn shape in a colour, solid or textured: a red circle is ``["circle", "drawing", "red"]``, a striped
+  blue square ``["blue", "drawing", "square", "striped"]``;
 * a crop of an image bundled with scikit-image (astronaut, coffee, chelsea the cat, rocket) or scikit-learn
-  (china, flower): the cat is ``["animal", "cat"]``;
+  (china, flower): the cat is ``["animal", "cat", "photo"]``;
 * a cartoon figure drawn by :func:`~multimodal_suite.pipelines.demo_data.drawing.draw_figure`:
-  ``["cartoon", "figure"]``.
+  ``["cartoon", "drawing", "figure"]``.
+
+``drawing`` and ``photo`` are coarse tags that nearly every image carries one of; the fine-grained ones are of
+uneven frequency, as in real collections: the n-th shape, colour and photo of the vocabulary is drawn with
+weight ``1 / n ** tag_skew``, so a few tags are common and the rest rare (see :func:`vocabulary_weights`).
 
 An image's tags are the union of its objects' tags, as an image-level VLM would give them. The source
 collection is webdataset shards with those tags in a separate folder; the target collection is folders of plain
@@ -52,7 +56,7 @@ COLORS: dict[str, RGB] = {
     "purple": (135, 55, 175),
     "orange": (240, 125, 25),
 }
-SHAPES = ("circle", "square", "triangle", "star", "hexagon")
+SHAPES = ("circle", "square", "triangle", "star", "hexagon", "diamond", "cross")
 # "solid" is no tag: a VLM names a pattern when there is one, not its absence.
 TEXTURES = ("solid", "striped", "dotted", "checkered")
 TEXTURE_WEIGHTS = (4, 2, 1, 1)
@@ -103,6 +107,8 @@ PHOTOS: tuple[PhotoSource, ...] = (
     PhotoSource("flower", _sklearn("flower.jpg"), (160, 75, 460, 375), ("flower", "plant")),
 )
 FIGURE_TAGS = ("cartoon", "figure")
+DRAWING_TAG = "drawing"  # coarse tags: what kind of object it is
+PHOTO_TAG = "photo"
 PHOTO_TILE = 128  # subject crops are kept at this size; objects are at most ~70 px
 FIGURE_PALETTE: tuple[RGB, ...] = tuple(COLORS.values())
 FIGURE_INK: RGB = (30, 30, 30)
@@ -129,13 +135,14 @@ class TagObject:
     @property
     def tags(self) -> tuple[str, ...]:
         if self.kind == "shape":
-            tags = {self.name, str(self.color)}
+            tags = {self.name, str(self.color), DRAWING_TAG}
             if self.texture and self.texture != "solid":
                 tags.add(self.texture)
-            return tuple(sorted(tags))
-        if self.kind == "photo":
-            return next(photo.tags for photo in PHOTOS if photo.name == self.name)
-        return FIGURE_TAGS
+        elif self.kind == "photo":
+            tags = {*next(photo.tags for photo in PHOTOS if photo.name == self.name), PHOTO_TAG}
+        else:
+            tags = {*FIGURE_TAGS, DRAWING_TAG}
+        return tuple(sorted(tags))
 
 
 @dataclass(frozen=True)
@@ -163,15 +170,23 @@ class ImagePlan:
         return sorted({tag for placed in self.objects for tag in placed.obj.tags})
 
 
+def vocabulary_weights(count: int, skew: float) -> list[float]:
+    """Drawing weights of ``count`` choices in vocabulary order: ``1 / n ** skew`` for the n-th (Zipf's law;
+    ``skew`` 0 draws them evenly)."""
+    return [1.0 / (rank ** skew) for rank in range(1, count + 1)]
+
+
 def sample_object(rng: random.Random, config: DemoTaggingConfig) -> TagObject:
-    """A random object of the vocabulary."""
+    """A random object of the vocabulary; shapes, colours and photos drawn with :func:`vocabulary_weights`."""
     draw = rng.random()
     if draw < config.photo_share:
-        return TagObject("photo", rng.choice(PHOTOS).name)
+        return TagObject("photo", rng.choices(PHOTOS, vocabulary_weights(len(PHOTOS), config.tag_skew))[0].name)
     if draw < config.photo_share + config.figure_share:
         return TagObject("figure", "figure")
     texture = rng.choices(TEXTURES, TEXTURE_WEIGHTS)[0]
-    return TagObject("shape", rng.choice(SHAPES), rng.choice(sorted(COLORS)), texture)
+    shape = rng.choices(SHAPES, vocabulary_weights(len(SHAPES), config.tag_skew))[0]
+    color = rng.choices(list(COLORS), vocabulary_weights(len(COLORS), config.tag_skew))[0]
+    return TagObject("shape", shape, color, texture)
 
 
 def plan_image(rng: random.Random, config: DemoTaggingConfig, num_objects: int | None = None) -> ImagePlan:
@@ -244,6 +259,12 @@ def shape_mask(shape: str, side: int) -> Image.Image:
         draw.polygon(_regular_polygon(side, 5, inner=0.5), fill=255)
     elif shape == "hexagon":
         draw.polygon(_regular_polygon(side, 6), fill=255)
+    elif shape == "diamond":
+        draw.polygon(_regular_polygon(side, 4), fill=255)
+    elif shape == "cross":  # a plus sign whose arms are a third of the side wide
+        a, b = side / 3, 2 * side / 3
+        draw.rectangle((a, 1, b, side - 2), fill=255)
+        draw.rectangle((1, a, side - 2, b), fill=255)
     else:
         raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
     return mask

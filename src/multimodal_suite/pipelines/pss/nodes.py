@@ -25,6 +25,7 @@ from multimodal_suite.common.encoding import encode_images, encode_texts
 from multimodal_suite.common.hashing import content_key
 from multimodal_suite.common.models import load_model
 from multimodal_suite.common.params import from_params
+from multimodal_suite.common.paths import component_problem
 from multimodal_suite.common.rejects import Rejects, combine_rejects
 from multimodal_suite.common.training import (
     BestCheckpoint,
@@ -57,6 +58,23 @@ _VALIDATION_INFERENCE = ClassifyParams(window=None, stride=None)
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _nothing_indexed(comic_books: Mapping[str, ComicBook], book_ids: list[str], rejects: Rejects,
+                     book_source: str) -> str:
+    """Why no page at all was indexed, naming the folder (or annotation file) to fix."""
+    folder = "the comic_books folder (catalog entry comic_books: $PSS_ROOT, default data/01_raw/comic_books)"
+    fix = "point PSS_ROOT at your books, or generate samples with `kedro run --pipeline demo_data --env demo`"
+    if not comic_books:
+        return f"no pages to index: {folder} holds no book folders; {fix}"
+    if not book_ids:
+        return ("no pages to index: the annotation file (catalog entry comic_annotations: "
+                "$PSS_DATA/comic_annotations.json) lists no books; fix it, or set pss.precompute.book_source: scan")
+    reasons = pd.Series([row["reason"] for row in rejects.rows], dtype=object).value_counts().to_dict()
+    listed = "the annotations list" if book_source == "annotations" else "on disk"
+    return (f"no pages to index: {folder} holds {len(comic_books)} book folders, but none of the {len(book_ids)} "
+            f"books {listed} has a page image there (problems: {reasons or 'none; the folders hold no images'}); "
+            f"{fix}")
+
+
 def index_pages(
     comic_books: Mapping[str, ComicBook], comic_annotations: list[dict],
     params: Mapping[str, Any] | PrecomputeParams,
@@ -79,7 +97,7 @@ def index_pages(
     params = from_params(PrecomputeParams, params, "pss.precompute")
     rejects = Rejects(stage="pss_precompute")
     if params.book_source == "annotations":
-        book_ids = list(dict.fromkeys(str(record["hash_code"]) for record in comic_annotations))
+        book_ids = list(dict.fromkeys(str(record.get("hash_code", "")) for record in comic_annotations))
     else:
         book_ids = sorted(comic_books)
     image_spec_hash = params.image_model.spec_hash
@@ -87,6 +105,12 @@ def index_pages(
 
     rows: list[dict[str, Any]] = []
     for book_id in tqdm(book_ids, desc="index books", unit="book", leave=False):
+        unsafe = component_problem(book_id)
+        if unsafe is not None:
+            # a book id names one folder under the books folder; anything else could reach outside it
+            rejects.add(f"book {book_id!r}", "book_id_unsafe",
+                        f"hash_code {unsafe}, not one folder name; fix it in the annotation file")
+            continue
         book = comic_books.get(book_id)
         if book is None:
             rejects.add(f"book {book_id}", "book_missing", "listed in the annotations but no folder on disk")
@@ -110,6 +134,8 @@ def index_pages(
                 "ocr_text": text,
                 "ocr_problem": problem or "",
             })
+    if not rows:
+        raise ValueError(_nothing_indexed(comic_books, book_ids, rejects, params.book_source))
     index = pd.DataFrame(rows, columns=["book_id", "page_index", "image_name", "image_key", "text_key", "ocr_text",
                                         "ocr_problem"])
     ocr_problems = int((index["ocr_problem"] != "").sum())
@@ -180,6 +206,7 @@ def embed_page_images(
             decode_workers=params.decode_workers,
             mixed_precision=params.mixed_precision,
             device=params.device,
+            max_image_pixels=params.max_image_pixels,
         )
     else:
         loaded = load_model(params.image_model)
@@ -187,7 +214,8 @@ def embed_page_images(
         spec_hash = loaded.spec_hash
         results = (
             encode_images(loaded, loaders_of(chunk), batch_size=params.batch_size, device=params.device,
-                          mixed_precision=params.mixed_precision, num_workers=params.decode_workers, progress=None)
+                          mixed_precision=params.mixed_precision, num_workers=params.decode_workers, progress=None,
+                          max_image_pixels=params.max_image_pixels)
             for chunk in chunks
         )
     started, failed = time.perf_counter(), 0  # the Ray engine starts (Ray, replicas) on the first part asked for

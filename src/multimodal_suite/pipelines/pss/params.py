@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from multimodal_suite.common.comics.annotations import CLASS_NAMES, NUM_CLASSES
+from multimodal_suite.common.images import DEFAULT_MAX_IMAGE_PIXELS
 from multimodal_suite.common.models import ModelSpec
 from multimodal_suite.common.ray import RayOptions
 
@@ -31,6 +32,7 @@ class PrecomputeParams:
         mixed_precision: autocast the image model (fp16 on GPU, bf16 on CPU).
         device: ``auto`` (cuda → mps → cpu) or a torch device string.
         decode_workers: threads decoding images ahead of the model.
+        max_image_pixels: a page whose image header claims more pixels is rejected without being decoded.
         part_size: pages per shard part (the unit an interrupted run can lose).
         engine: ``in_process`` (this process) or ``ray_data`` (a Ray Data actor pool of model replicas).
         ray: Ray Data options of the ``ray_data`` engine.
@@ -47,6 +49,7 @@ class PrecomputeParams:
     mixed_precision: bool = True
     device: str = "auto"
     decode_workers: int = 4
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     part_size: int = 1024
     engine: Literal["in_process", "ray_data"] = "in_process"
     ray: RayOptions = field(default_factory=RayOptions)

@@ -24,7 +24,13 @@ from multimodal_suite.common.batching import DynamicBatcher
 from multimodal_suite.common.device import autocast_dtype, pick_device
 from multimodal_suite.common.encoding import embed_prepared
 from multimodal_suite.common.hashing import hash_object
-from multimodal_suite.common.images import ImageDecodeError, decode_image, resize_for_model
+from multimodal_suite.common.images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageDecodeError,
+    decode_image,
+    pixel_limit,
+    resize_for_model,
+)
 from multimodal_suite.common.models import LoadedModel, ModelSpec, load_model
 
 from .segmentation import Crop, Segmenter, SegmenterConfig, build_segmenter, crop_objects
@@ -41,24 +47,27 @@ def crop_pipeline_hash(segmenter: Mapping[str, Any] | SegmenterConfig, model: Ma
                         "model": ModelSpec.parse(model).spec_hash})
 
 
-def decode_rgb(data: bytes) -> np.ndarray:
-    """Encoded image bytes → [H, W, 3] uint8 RGB; raises :class:`ImageDecodeError` with the reason."""
-    return np.asarray(decode_image(data), dtype=np.uint8)
+def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Encoded image bytes → [H, W, 3] uint8 RGB; raises :class:`ImageDecodeError` with the reason (an image
+    whose header claims more than ``max_pixels`` pixels is refused before it is decoded)."""
+    return np.asarray(decode_image(data, max_pixels=max_pixels), dtype=np.uint8)
 
 
-
-
-def segment_images(segmenter: Segmenter, images: Sequence[bytes]) -> list[list[Crop] | str]:
+def segment_images(
+    segmenter: Segmenter, images: Sequence[bytes], max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> list[list[Crop] | str]:
     """Decode and segment a batch of encoded images → per image its crops, or why it cannot be used.
 
-    An image without masks gives one whole-image crop (``Crop.whole_image``).
+    An image without masks gives one whole-image crop (``Crop.whole_image``); one past ``max_pixels`` (header size)
+    is a reason, like any other image that does not decode.
     """
+    limit = pixel_limit(max_pixels)
     decoded: list[np.ndarray | str] = []
     for data in images:
         try:
-            decoded.append(decode_rgb(data))
+            decoded.append(decode_rgb(data, limit))
         except ImageDecodeError as error:
-            decoded.append(str(error))
+            decoded.append(error.reason)
     good = [i for i, item in enumerate(decoded) if not isinstance(item, str)]
     masks = segmenter.segment([decoded[i] for i in good]) if good else []
     results: list[list[Crop] | str] = list(decoded)  # type: ignore[arg-type]
@@ -114,6 +123,7 @@ class CropEmbedder:
         batch_clips: largest batch of crops the image model sees.
         device: ``auto`` (cuda → mps → cpu) or a torch device string, for the image model.
         mixed_precision: autocast the image model to fp16 (GPU) / bf16 (CPU).
+        max_image_pixels: an image whose header claims more pixels is skipped with a reason, never decoded.
     """
 
     def __init__(
@@ -124,7 +134,9 @@ class CropEmbedder:
         batch_clips: int = 64,
         device: str | None = "auto",
         mixed_precision: bool = True,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
+        self.max_image_pixels = pixel_limit(max_image_pixels)
         self.segmenter = build_segmenter(SegmenterConfig.from_dict(segmenter))
         self.encoder = CropEncoder(model, batch_clips=batch_clips, device=device, mixed_precision=mixed_precision)
         self.pipeline_hash = crop_pipeline_hash(self.segmenter.config, self.encoder.model.spec)
@@ -141,7 +153,7 @@ class CropEmbedder:
 
         All crops of the batch go through the image model together, ``batch_clips`` at a time.
         """
-        segmented = segment_images(self.segmenter, images)
+        segmented = segment_images(self.segmenter, images, self.max_image_pixels)
         flat = [crop for item in segmented if not isinstance(item, str) for crop in item]
         vectors = self.encoder.embed_crops([crop.image for crop in flat])
         results: list[CropResult | str] = []

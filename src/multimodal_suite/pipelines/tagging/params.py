@@ -7,11 +7,15 @@ values of ``conf/base`` (a test holds them to it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+from multimodal_suite.common.images import DEFAULT_MAX_IMAGE_PIXELS
 from multimodal_suite.common.models import ModelSpec
+from multimodal_suite.common.paths import name_parameter, safe_component
 from multimodal_suite.common.ray import RayOptions
 
+from .calibration import CalibrationConfig
+from .probe import ProbeConfig
 from .segmentation import SegmenterConfig
 
 
@@ -55,6 +59,7 @@ class SourceParams:
         engine: ``in_process`` (this process) or ``ray_data`` (an actor pool of segmenter + image model replicas).
         device: ``auto`` (cuda → mps → cpu) or a torch device string, for the image model.
         mixed_precision: autocast the image model (fp16 on GPU, bf16 on CPU).
+        max_image_pixels: a sample whose image header claims more pixels is an error row, never decoded.
         ray: Ray Data options of the ``ray_data`` engine, with the resources of a local Ray it starts.
     """
 
@@ -63,6 +68,7 @@ class SourceParams:
     engine: Literal["in_process", "ray_data"] = "in_process"
     device: str = "auto"
     mixed_precision: bool = True
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     ray: RayOptions = RayOptions(object_store_gb=2)
 
 
@@ -77,7 +83,9 @@ class IndexParams:
         k: neighbours the recall is measured at.
         train_sample: vectors an index that needs training is trained on.
         held_out_queries: vectors held out to measure the recall.
-        seed: seed of the samples.
+        seed: seed of the samples (and of the calibration split).
+        calibration: the held-out source images the per-tag vote thresholds are chosen on.
+        probe: the linear probe per tag trained beside the index.
     """
 
     factory: str = "auto"
@@ -87,6 +95,8 @@ class IndexParams:
     train_sample: int = 100_000
     held_out_queries: int = 1000
     seed: int = 0
+    calibration: CalibrationConfig = CalibrationConfig()
+    probe: ProbeConfig = ProbeConfig()
 
 
 @dataclass(frozen=True)
@@ -102,25 +112,48 @@ class ContactSheetParams:
     thumb_size: int = 96
 
 
+class TargetFolder(str):
+    """``tagging.target.folder``: the name of one folder directly under the target images' folder.
+
+    A value the command line's YAML typed as a number or boolean (``00100`` → 64) is refused with the quoted form
+    that keeps it a string; a name with a separator or ``..`` is refused as it would leave the data folder.
+    """
+
+    @classmethod
+    def parse(cls, value: Any) -> TargetFolder:
+        return cls(name_parameter(value, "tagging.target.folder"))
+
+
 @dataclass(frozen=True)
 class TargetParams:
     """``tagging.target``: the folder that is tagged and how crops vote.
 
     Args:
-        folder: the target folder (``--params tagging.target.folder=00291``).
-        k: neighbours that vote.
-        min_votes: neighbours that must carry a tag for a crop to keep it.
+        folder: the target folder, one name (``--params "tagging.target.folder='00291'"``).
+        method: ``knn`` (kNN vote), ``probe`` (linear probe) or ``both`` (mean of their calibrated scores); each
+            keeps a tag when the image's score reaches the tag's threshold calibrated by ``tagging_index``.
+        k: neighbours that vote (the thresholds are calibrated at this ``k``).
+        min_votes: neighbours that must carry a tag for a crop to keep it in the uncalibrated vote, which
+            ``tagging_evaluate`` reports as ``knn_min_votes`` beside the methods.
         device: ``auto`` (cuda → mps → cpu) or a torch device string, for the image model.
         mixed_precision: autocast the image model (fp16 on GPU, bf16 on CPU).
+        max_image_pixels: an image of the folder (or a saved crop) whose header claims more pixels is rejected
+            without being decoded.
         contact_sheet: the contact sheet of the folder's crops.
     """
 
-    folder: str = "00290"
+    folder: TargetFolder = TargetFolder("00290")
+    method: Literal["knn", "probe", "both"] = "both"
     k: int = 10
     min_votes: int = 3
     device: str = "auto"
     mixed_precision: bool = True
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     contact_sheet: ContactSheetParams = ContactSheetParams()
+
+    def __post_init__(self) -> None:
+        # Also guards instances built directly, which skip TargetFolder.parse.
+        safe_component(self.folder, "tagging.target.folder")
 
 
 PARAMETER_SECTIONS: dict[str, type] = {

@@ -21,6 +21,7 @@ import ray
 import ray.data
 import torch
 
+from multimodal_suite.common.images import DEFAULT_MAX_IMAGE_PIXELS, pixel_limit
 from multimodal_suite.common.models import ModelSpec
 from multimodal_suite.common.ray import RayOptions, check_replica_fits, ray_session
 from multimodal_suite.common.webdataset_shards import WebDatasetShards
@@ -42,11 +43,12 @@ class CropEmbedActor:
     """
 
     def __init__(self, segmenter: Mapping[str, Any], model: ModelSpec, *, batch_clips: int, device: str | None,
-                 mixed_precision: bool, num_threads: int | None) -> None:
+                 mixed_precision: bool, num_threads: int | None,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         if num_threads:
             torch.set_num_threads(int(num_threads))
         self.embedder = CropEmbedder(segmenter, model, batch_clips=batch_clips, device=device,
-                                     mixed_precision=mixed_precision)
+                                     mixed_precision=mixed_precision, max_image_pixels=max_image_pixels)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         embedder = self.embedder
@@ -85,6 +87,7 @@ def iter_source_tables_ray(
     batch_clips: int = 64,
     mixed_precision: bool = True,
     device: str | None = "auto",
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Iterator[tuple[str, Any]]:
     """``(shard, EmbeddingTable)`` per shard, computed on a Ray Data actor pool; same tables as in process.
 
@@ -104,6 +107,7 @@ def iter_source_tables_ray(
         batch_clips: crops per image-model batch inside a replica.
         mixed_precision: autocast the image model to fp16 (GPU) / bf16 (CPU).
         device: ``auto`` or a torch device string, inside each replica.
+        max_image_pixels: a sample whose image header claims more pixels is an error row, never decoded.
 
     Raises:
         RuntimeError: one replica asks for more than a local Ray started here has, or Ray Data left a shard
@@ -115,6 +119,7 @@ def iter_source_tables_ray(
     parsed = ModelSpec.parse(model)
     pipeline_hash = crop_pipeline_hash(segmenter_config, parsed)
     batch_images = options.batch_size_or(batch_images)
+    max_image_pixels = pixel_limit(max_image_pixels)  # a wrong setting fails here, not in every replica
     started = time.perf_counter()
     with ray_session(options) as session:
         if session == "local":
@@ -133,7 +138,8 @@ def iter_source_tables_ray(
             fn_constructor_kwargs={"segmenter": segmenter_config.to_dict(), "model": parsed,
                                    "batch_clips": batch_clips, "device": device,
                                    "mixed_precision": mixed_precision,
-                                   "num_threads": max(1, int(options.num_cpus_per_replica))},
+                                   "num_threads": max(1, int(options.num_cpus_per_replica)),
+                                   "max_image_pixels": max_image_pixels},
         )
         pending: dict[str, dict[str, Any]] = {}
         done = 0

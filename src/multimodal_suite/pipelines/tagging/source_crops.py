@@ -5,12 +5,15 @@ the vectors and their metadata are kept. A shard's table has one row per crop:
 
 ``key`` (content hash of pipeline configuration, shard, sample key and crop id), ``shard``, ``sample_key``,
 ``crop_id``, ``bbox`` ([x, y, w, h]), ``area``, ``whole_image``, ``vlm_tags`` (the sample's image-level tags),
-``has_tags`` (False when the sample had no tag file: kept, with empty tags), ``error`` ("" for crops),
+``has_tags`` (False when the sample had no readable tag file: kept, with empty tags), ``error`` ("" for crops),
 ``pipeline_hash``.
 
-A sample that cannot be used (corrupt member, undecodable image, the lost end of a truncated tar) becomes one row
-with ``crop_id`` −1, a zero vector and the reason in ``error``, so nothing is dropped silently, the rejects report
-reads it back from the stored shards, and a rerun knows the shard was finished. The Ray Data path
+A sample that cannot be used (corrupt member, undecodable image, a member name that is not one file name, the lost
+end of a truncated tar) becomes one row with ``crop_id`` −1, a zero vector and the reason in ``error``, so nothing
+is dropped silently, the rejects report reads it back from the stored shards, and a rerun knows the shard was
+finished. A sample read despite a problem (a malformed tag file or metadata member) has its crop rows and one such
+row as well, whose reason says what it was kept without; a shard that is no tar archive is one such row under a
+placeholder key (:func:`~multimodal_suite.common.webdataset_shards.is_shard_problem_key`). The Ray Data path
 (:mod:`~.ray_source_crops`) produces the same tables.
 """
 from __future__ import annotations
