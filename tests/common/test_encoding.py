@@ -3,7 +3,6 @@ row with its reason; every other image of the batch is embedded."""
 from __future__ import annotations
 
 import io
-import struct
 
 import numpy as np
 import pytest
@@ -11,6 +10,9 @@ from PIL import Image
 
 from multimodal_suite.common.encoding import encode_images, prepare_image
 from multimodal_suite.common.models import load_model
+from multimodal_suite.pipelines.demo_data.broken_inputs import (
+    decompression_bomb_jpeg,
+)
 
 TINY_IMAGE_MODEL = {
     "source": "config", "family": "siglip_vision", "seed": 0,
@@ -26,20 +28,13 @@ def jpeg(seed: int, size: tuple[int, int] = (48, 40)) -> bytes:
     return buffer.getvalue()
 
 
-def bomb_jpeg(side: int = 60_000) -> bytes:
-    """A valid small JPEG whose SOF0 header claims ``side`` × ``side`` pixels."""
-    data = jpeg(0, (16, 16))
-    sof = data.index(b"\xff\xc0")
-    return data[: sof + 5] + struct.pack(">HH", side, side) + data[sof + 9 :]
-
-
 @pytest.fixture(scope="module")
 def loaded():
     return load_model(TINY_IMAGE_MODEL)
 
 
 def test_prepare_image_gives_a_reason_for_a_bomb_and_an_unreadable_file():
-    assert prepare_image(lambda: bomb_jpeg(), 32).startswith("image too large")
+    assert prepare_image(lambda: decompression_bomb_jpeg(), 32).startswith("image too large")
 
     def vanished() -> bytes:
         raise FileNotFoundError("page 3 is gone")
@@ -50,7 +45,7 @@ def test_prepare_image_gives_a_reason_for_a_bomb_and_an_unreadable_file():
 
 
 def test_a_bomb_among_good_images_is_one_failure_row(loaded):
-    images = [jpeg(0), bomb_jpeg(), jpeg(1), jpeg(2), b"", jpeg(3)]
+    images = [jpeg(0), decompression_bomb_jpeg(), jpeg(1), jpeg(2), b"", jpeg(3)]
     result = encode_images(loaded, [lambda data=data: data for data in images], batch_size=2, device="cpu",
                            mixed_precision=False, num_workers=2, progress=None)
     assert set(result.failures) == {1, 4}

@@ -8,6 +8,8 @@ import pytest
 from PIL import Image, UnidentifiedImageError
 
 from multimodal_suite.pipelines.demo_data.broken_inputs import (
+    decompression_bomb_jpeg,
+    decompression_bomb_png,
     html_page_as_image,
     tar_cut_mid_member,
     truncated_jpeg,
@@ -62,3 +64,13 @@ def test_tar_cut_mid_member_keeps_the_members_before_it() -> None:
             for info in tar:
                 read[info.name] = tar.extractfile(info).read()
     assert read == {"a.jpg": b"A" * 700, "a.json": b"{}"}
+
+
+@pytest.mark.parametrize("make", [decompression_bomb_jpeg, decompression_bomb_png])
+def test_decompression_bombs_are_tiny_files_whose_header_claims_a_huge_size(make):
+    with Image.open(io.BytesIO(make(300, 200))) as image:  # the header alone; nothing is decoded
+        assert image.size == (300, 200)
+    bomb = make()
+    assert len(bomb) < 2_000
+    with pytest.raises(Image.DecompressionBombError):  # 60000 × 60000: PIL's own guard refuses the header
+        Image.open(io.BytesIO(bomb))

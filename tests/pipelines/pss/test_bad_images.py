@@ -2,10 +2,6 @@
 with its reason, every other page is embedded."""
 from __future__ import annotations
 
-import io
-import struct
-import zlib
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,6 +10,10 @@ from ray import cloudpickle
 from multimodal_suite.common.comics.books import PageRef
 from multimodal_suite.common.ray_encoding import ImageEncoderActor
 from multimodal_suite.datasets import ComicBookFolderDataset, EmbeddingShardDataset
+from multimodal_suite.pipelines.demo_data.broken_inputs import (
+    decompression_bomb_jpeg,
+    decompression_bomb_png,
+)
 from multimodal_suite.pipelines.demo_data.nodes import generate_comic_books
 from multimodal_suite.pipelines.pss import nodes
 
@@ -21,33 +21,12 @@ BOOKS = {"seed": 11, "num_books": 2, "min_pages": 11, "max_pages": 12, "long_boo
          "bad_inputs": False}
 
 
-def _small(format: str) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), "red").save(buffer, format=format)
-    return buffer.getvalue()
-
-
-def bomb_jpeg(side: int = 60_000) -> bytes:
-    """A valid 16 × 16 JPEG whose SOF0 header claims ``side`` × ``side`` pixels."""
-    data = _small("JPEG")
-    sof = data.index(b"\xff\xc0")
-    return data[: sof + 5] + struct.pack(">HH", side, side) + data[sof + 9 :]
-
-
-def bomb_png(side: int = 60_000) -> bytes:
-    """A valid 16 × 16 PNG whose IHDR claims ``side`` × ``side`` pixels (CRC fixed)."""
-    data = _small("PNG")
-    start = data.index(b"IHDR") + 4
-    body = struct.pack(">II", side, side) + data[start + 8 : start + 13]
-    return data[:start] + body + struct.pack(">I", zlib.crc32(b"IHDR" + body)) + data[start + 17 :]
-
-
 @pytest.fixture(scope="module")
 def bomb_collection(tmp_path_factory):
     """Two books on disk; page 1 of the first is a bomb JPEG, page 4 of the second a bomb PNG (named .jpg)."""
     files, annotations = generate_comic_books(BOOKS)
     book_ids = sorted({name.split("/")[0] for name in files})
-    bombs = {(book_ids[0], 1): bomb_jpeg(), (book_ids[1], 4): bomb_png()}
+    bombs = {(book_ids[0], 1): decompression_bomb_jpeg(), (book_ids[1], 4): decompression_bomb_png()}
     for (book_id, page), data in bombs.items():
         files[f"{book_id}/{page:03d}.jpg"] = data
     root = tmp_path_factory.mktemp("bomb_books") / "comic_books"

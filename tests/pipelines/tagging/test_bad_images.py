@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import tarfile
-import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from multimodal_suite.common.webdataset_shards import WebDatasetShards
 from multimodal_suite.datasets import EmbeddingShardDataset, SampleFilesDataset
+from multimodal_suite.pipelines.demo_data.broken_inputs import (
+    decompression_bomb_jpeg,
+    decompression_bomb_png,
+)
 from multimodal_suite.pipelines.demo_data.nodes import generate_tagging_samples
 from multimodal_suite.pipelines.tagging import nodes
 from multimodal_suite.pipelines.tagging.crops import CropEmbedder
@@ -38,27 +39,6 @@ MODELS = {"segmenter": {"backend": "classical", "min_area": 150, "max_masks": 9}
 BATCHING = {"batch_images": 4, "batch_clips": 16, "batch_faiss": 7}
 
 
-def _small(format: str) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), "red").save(buffer, format=format)
-    return buffer.getvalue()
-
-
-def bomb_jpeg(side: int = 60_000) -> bytes:
-    """A valid 16 × 16 JPEG whose SOF0 header claims ``side`` × ``side`` pixels."""
-    data = _small("JPEG")
-    sof = data.index(b"\xff\xc0")
-    return data[: sof + 5] + struct.pack(">HH", side, side) + data[sof + 9 :]
-
-
-def bomb_png(side: int = 60_000) -> bytes:
-    """A valid 16 × 16 PNG whose IHDR claims ``side`` × ``side`` pixels (CRC fixed)."""
-    data = _small("PNG")
-    start = data.index(b"IHDR") + 4
-    body = struct.pack(">II", side, side) + data[start + 8 : start + 13]
-    return data[:start] + body + struct.pack(">I", zlib.crc32(b"IHDR" + body)) + data[start + 17 :]
-
-
 def _replace_members(tar_bytes: bytes, replacements: dict[str, bytes]) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as source, tarfile.open(fileobj=out, mode="w") as tar:
@@ -75,7 +55,7 @@ def collection(tmp_path_factory):
     folder of three good images."""
     root = tmp_path_factory.mktemp("tagging_bombs")
     source, tags, target, _ = generate_tagging_samples(SAMPLES)
-    bombs = {"000000001": bomb_jpeg(), "000000004": bomb_png()}
+    bombs = {"000000001": decompression_bomb_jpeg(), "000000004": decompression_bomb_png()}
     source[SHARD] = _replace_members(source[SHARD], {f"{key}.jpg": data for key, data in bombs.items()})
     SampleFilesDataset(filepath=str(root / "source")).save(source)
     SampleFilesDataset(filepath=str(root / "vlm_tags")).save(tags)
@@ -121,7 +101,7 @@ def test_the_ray_replica_turns_a_bomb_into_an_error_row(collection):
     good = next(iter(target.values()))
     batch = {"shard": np.array([SHARD, SHARD], dtype=object), "seq": np.array([0, 1]),
              "end_total": np.array([NO_END, NO_END]), "problem": np.array(["", ""], dtype=object),
-             "sample_key": np.array(["a", "b"], dtype=object), "image": np.array([good, bomb_jpeg()], dtype=object),
+             "sample_key": np.array(["a", "b"], dtype=object), "image": np.array([good, decompression_bomb_jpeg()], dtype=object),
              "tags_json": np.array(["[]", "[]"], dtype=object)}
     out = actor(batch)
     records = [json.loads(record) for record in out["record"]]
@@ -139,7 +119,7 @@ def test_target_bombs_are_rejects_and_the_rest_are_cropped(collection):
     _, target, _ = collection
     images = {name.split("/")[-1]: data for name, data in target.items()}
     good = set(images)
-    images.update({"bomb.jpg": bomb_jpeg(), "bomb.png": bomb_png()})
+    images.update({"bomb.jpg": decompression_bomb_jpeg(), "bomb.png": decompression_bomb_png()})
     files, table, rejects = _segment_target(images)
     assert set(table["image"]) == good and sorted(files) == sorted(table["crop_file"])
     undecodable = rejects[rejects["reason"] == "image_undecodable"]

@@ -3,16 +3,25 @@ reason for that image only; the other images of the batch are segmented and embe
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from multimodal_suite.common.images import ImageDecodeError
-from multimodal_suite.pipelines.tagging.crops import CropEmbedder, decode_rgb, segment_images
-from multimodal_suite.pipelines.tagging.segmentation import SegmenterConfig, build_segmenter
+from multimodal_suite.pipelines.demo_data.broken_inputs import (
+    decompression_bomb_jpeg,
+    decompression_bomb_png,
+)
+from multimodal_suite.pipelines.tagging.crops import (
+    CropEmbedder,
+    decode_rgb,
+    segment_images,
+)
+from multimodal_suite.pipelines.tagging.segmentation import (
+    SegmenterConfig,
+    build_segmenter,
+)
 
 SEGMENTER = {"backend": "classical", "min_area": 150, "max_masks": 9}
 TINY_CLIP = {
@@ -38,19 +47,6 @@ def picture(seed: int, format: str = "JPEG") -> bytes:
     return buffer.getvalue()
 
 
-def bomb_jpeg(side: int = 60_000) -> bytes:
-    data = picture(0)
-    sof = data.index(b"\xff\xc0")
-    return data[: sof + 5] + struct.pack(">HH", side, side) + data[sof + 9 :]
-
-
-def bomb_png(side: int = 60_000) -> bytes:
-    data = picture(0, "PNG")
-    start = data.index(b"IHDR") + 4
-    body = struct.pack(">II", side, side) + data[start + 8 : start + 13]
-    return data[:start] + body + struct.pack(">I", zlib.crc32(b"IHDR" + body)) + data[start + 17 :]
-
-
 @pytest.fixture(scope="module")
 def segmenter():
     return build_segmenter(SegmenterConfig.from_dict(SEGMENTER))
@@ -58,7 +54,7 @@ def segmenter():
 
 def test_decode_rgb_refuses_a_bomb_and_honours_the_limit():
     assert decode_rgb(picture(1)).shape == (96, 96, 3)
-    for bomb in (bomb_jpeg(), bomb_png()):
+    for bomb in (decompression_bomb_jpeg(), decompression_bomb_png()):
         with pytest.raises(ImageDecodeError, match="image too large"):
             decode_rgb(bomb)
     with pytest.raises(ImageDecodeError, match="over the limit of 9,215"):
@@ -66,7 +62,7 @@ def test_decode_rgb_refuses_a_bomb_and_honours_the_limit():
 
 
 def test_segment_images_gives_reasons_for_the_bad_and_crops_for_the_rest(segmenter):
-    images = [picture(1), bomb_jpeg(), picture(2, "PNG"), bomb_png(), b"<html>404</html>", picture(3)[:200]]
+    images = [picture(1), decompression_bomb_jpeg(), picture(2, "PNG"), decompression_bomb_png(), b"<html>404</html>", picture(3)[:200]]
     results = segment_images(segmenter, images)
     assert [isinstance(result, str) for result in results] == [False, True, False, True, True, True]
     assert results[1].startswith("image too large") and results[3].startswith("image too large")
@@ -80,7 +76,7 @@ def test_segment_images_gives_reasons_for_the_bad_and_crops_for_the_rest(segment
 
 def test_crop_embedder_skips_a_bomb_and_embeds_the_rest():
     embedder = CropEmbedder(SEGMENTER, TINY_CLIP, batch_clips=4, device="cpu", mixed_precision=False)
-    results = embedder.process([picture(1), bomb_jpeg(), picture(2)])
+    results = embedder.process([picture(1), decompression_bomb_jpeg(), picture(2)])
     assert isinstance(results[1], str) and results[1].startswith("image too large")
     for result in (results[0], results[2]):
         assert len(result) >= 2 and all(np.linalg.norm(vector) > 0 for _, vector in result)
