@@ -5,7 +5,8 @@ import os
 import platform
 import time
 from contextlib import contextmanager
-from typing import Iterator
+import statistics
+from typing import Callable, Iterator
 
 import torch
 
@@ -37,3 +38,18 @@ def timed(results: dict[str, float], name: str) -> Iterator[None]:
     started = time.perf_counter()
     yield
     results[name] = time.perf_counter() - started
+
+
+def interleaved_with_peak(work: Callable[[], object], repeats: int = 5) -> tuple[float, float]:
+    """Median wall time of ``work`` and median matmul peak (FLOP/s), measured alternately ``repeats`` times.
+
+    A peak sampled once at start-up says little on a machine whose load changes; sampled right around each
+    repeat of the measured work, both medians describe the same conditions.
+    """
+    seconds, peaks = [], []
+    for _ in range(repeats):
+        peaks.append(matmul_peak_flops(repeats=5))
+        started = time.perf_counter()
+        work()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), statistics.median(peaks)

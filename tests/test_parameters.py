@@ -167,6 +167,8 @@ def test_environment_variables_arrive_typed(monkeypatch):
     built = validate_parameters(load_parameters("base"))
     assert built["pss.precompute"].expected_visual_dim == 1152
     assert built["pss.precompute"].mixed_precision is False
+    monkeypatch.delenv("PSS_FP16")
+    assert validate_parameters(load_parameters("base"))["pss.precompute"].mixed_precision == "auto"
 
 
 @pytest.mark.parametrize(("runtime_params", "named", "suggested"), [

@@ -1,13 +1,15 @@
 """OmegaConf resolvers for configuration: environment variables with defaults, typed and validated.
 
-``${oc.env:PSS_ROOT,data/01_raw/comic_books}`` reads a string; ``${env_bool:PSS_FP16,1}``,
+``${oc.env:PSS_ROOT,data/01_raw/comic_books}`` reads a string; ``${env_bool:FLAG,1}``,
 ``${env_int:PSS_PRECOMP_BATCH,32}`` and ``${env_float:PSS_DROPOUT,0.4}`` also parse and reject malformed values with
-a message that names the variable, so ``PSS_FP16=maybe`` fails before anything runs. ``${abspath:mlflow.db}``
+a message that names the variable, so ``PSS_FP16=maybe`` fails before anything runs; ``${env_bool_or_auto:PSS_FP16,auto}``
+also takes ``auto``. ``${abspath:mlflow.db}``
 pins a project-relative path to the directory the run started in.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Callable
 
 from omegaconf.resolvers import oc
@@ -51,6 +53,29 @@ def _typed(kind: type, label: str) -> Callable[[str, Any], Any]:
 env_int = _typed(int, "an integer")
 env_float = _typed(float, "a number")
 
+
+def env_bool_or_auto(name: str, default: Any = "auto") -> bool | str:
+    """Environment variable ``name`` as ``auto`` or a boolean (a setting whose default is chosen per machine)."""
+    value, _ = _raw(name, default)
+    if value.strip().lower() == "auto":
+        return "auto"
+    return env_bool(name, default)
+
+
+def ignored_env(name: str, default: Any, parameter: str) -> Any:
+    """``default``, whatever ``name`` says: for a variable the original scripts read but never used.
+
+    A carried-over value therefore changes nothing, as it did there, but a warning names the ``parameter`` that
+    does what the variable's name suggests.
+    """
+    value = os.environ.get(name)
+    if value is not None:
+        # warnings, not logging: shown once per process although Kedro resolves the parameters several times
+        warnings.warn(f"environment variable {name}={value!r} has no effect (the original scripts stored it but "
+                      f"never used it); set {parameter} in conf/ or with --params to change it", stacklevel=2)
+    return default
+
+
 def abspath(path: str) -> str:
     """``path`` made absolute against the working directory (Kedro runs from the project root)."""
     return os.path.abspath(path)
@@ -62,4 +87,6 @@ CONFIG_RESOLVERS: dict[str, Callable[..., Any]] = {
     "env_bool": env_bool,
     "env_int": env_int,
     "env_float": env_float,
+    "ignored_env": ignored_env,
+    "env_bool_or_auto": env_bool_or_auto,
 }

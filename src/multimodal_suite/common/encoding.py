@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .batching import DynamicBatcher, padded_budget_groups
-from .device import autocast_context, autocast_dtype, pick_device
+from .device import MixedPrecision, autocast_context, autocast_dtype, pick_device
 from .images import (
     DEFAULT_MAX_IMAGE_PIXELS,
     ImageDecodeError,
@@ -76,7 +76,7 @@ def encode_images(
     *,
     batch_size: int = 32,
     device: str | None = "auto",
-    mixed_precision: bool = True,
+    mixed_precision: MixedPrecision = "auto",
     num_workers: int = 2,
     progress: str | None = "images",
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
@@ -88,7 +88,7 @@ def encode_images(
         loaders: one zero-argument callable per image returning its encoded bytes.
         batch_size: starting batch size (halved on OOM, grown back after successes).
         device: ``auto`` (cuda → mps → cpu) or a torch device string.
-        mixed_precision: autocast to fp16 (GPU) / bf16 (CPU).
+        mixed_precision: ``auto`` (fp16 on GPUs, bf16 on CPUs with bf16 instructions, else fp32), or on/off.
         num_workers: decode threads running ahead of the model.
         progress: progress-bar label, or None for no bar.
         max_image_pixels: an image whose header claims more pixels is a failure, refused before decoding.

@@ -28,7 +28,7 @@ import torch
 from ray import cloudpickle
 
 from .batching import DynamicBatcher
-from .device import autocast_dtype, pick_device
+from .device import MixedPrecision, autocast_dtype, pick_device
 from .encoding import EncodeResult, embed_prepared, prepare_image
 from .images import DEFAULT_MAX_IMAGE_PIXELS, pixel_limit
 from .models import ModelSpec, load_model
@@ -48,7 +48,7 @@ class ImageEncoderActor:
         spec: the image model's spec.
         batch_size: largest batch the model sees; halved on out-of-memory and grown back, as in-process.
         device: ``auto`` (cuda → mps → cpu) or a torch device string; a replica given a GPU by Ray sees only it.
-        mixed_precision: autocast to fp16 (GPU) / bf16 (CPU).
+        mixed_precision: ``auto`` (fp16 on GPUs, bf16 on CPUs with bf16 instructions, else fp32), or on/off.
         decode_workers: threads decoding the images of a batch.
         num_threads: torch intra-op threads (the replica's CPU share); None keeps torch's default.
         max_image_pixels: an image whose header claims more pixels is a failure, refused before decoding.
@@ -60,7 +60,7 @@ class ImageEncoderActor:
         *,
         batch_size: int,
         device: str | None,
-        mixed_precision: bool,
+        mixed_precision: MixedPrecision,
         decode_workers: int,
         num_threads: int | None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
@@ -109,7 +109,7 @@ def iter_encode_images_ray(
     options: RayOptions,
     batch_size: int = 32,
     decode_workers: int = 2,
-    mixed_precision: bool = True,
+    mixed_precision: MixedPrecision = "auto",
     device: str | None = "auto",
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Iterator[EncodeResult]:
@@ -130,7 +130,7 @@ def iter_encode_images_ray(
         batch_size: rows per ``map_batches`` batch, the largest batch a replica's model sees; ``options.batch_size``
             wins when set.
         decode_workers: decode threads per replica.
-        mixed_precision: autocast to fp16 (GPU) / bf16 (CPU).
+        mixed_precision: ``auto`` (fp16 on GPUs, bf16 on CPUs with bf16 instructions, else fp32), or on/off.
         device: ``auto`` or a torch device string, as seen inside a replica.
         max_image_pixels: an image whose header claims more pixels is a failure, refused before decoding.
 
@@ -216,7 +216,7 @@ def encode_images_ray(
     options: RayOptions | None = None,
     batch_size: int = 32,
     decode_workers: int = 2,
-    mixed_precision: bool = True,
+    mixed_precision: MixedPrecision = "auto",
     device: str | None = "auto",
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> EncodeResult:

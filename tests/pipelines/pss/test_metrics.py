@@ -60,7 +60,7 @@ def test_perfect_prediction():
     for key in ("precision", "recall", "f1", "sq", "pq"):
         assert scores[key] == 1.0
     assert scores["mndd_cosmo"] == 0
-    assert scores["mndd"] == 0
+    assert scores["mndd_one_to_one"] == 0
     assert scores["pages"] == 6
     assert scores["n_true_segments"] == scores["n_pred_segments"] == 5
 
@@ -68,16 +68,16 @@ def test_perfect_prediction():
 def test_labels_do_not_matter_only_boundaries():
     # the same boundaries with other class labels is still a perfect segmentation
     scores = document_scores([1, 2, 2, 0], [5, 7, 7, 3])
-    assert scores["f1"] == 1.0 and scores["mndd"] == 0
+    assert scores["f1"] == 1.0 and scores["mndd_one_to_one"] == 0
 
 
-def test_whole_book_prediction_zeroes_mndd_cosmo_but_not_mndd():
+def test_whole_book_prediction_zeroes_mndd_cosmo_but_not_mndd_one_to_one():
     # true  story×4 | ad      -> T1 = [0,4), T2 = [4,5)
     # pred  story×5           -> P  = [0,5)
     # IoU(T1,P) = 4/5 = 0.8 > 0.5 (match), IoU(T2,P) = 1/5
     # precision = 1/1, recall = 1/2, F1 = 2·1·0.5/1.5 = 2/3, SQ = 0.8, PQ = 2/3 · 0.8 = 8/15
     # mndd_cosmo = 5 − (4 + 1) = 0: P is the best overlap of both T1 and T2
-    # mndd = 5 − 4 = 1: P can only be assigned to one of them, the ad page has to move
+    # mndd_one_to_one = 5 − 4 = 1: P can only be assigned to one of them, the ad page has to move
     scores = document_scores([2, 2, 2, 2, 0], [2, 2, 2, 2, 2])
     assert scores["precision"] == 1.0
     assert scores["recall"] == 0.5
@@ -85,39 +85,39 @@ def test_whole_book_prediction_zeroes_mndd_cosmo_but_not_mndd():
     assert scores["sq"] == pytest.approx(0.8)
     assert scores["pq"] == pytest.approx(8 / 15)
     assert scores["mndd_cosmo"] == 0
-    assert scores["mndd"] == 1
+    assert scores["mndd_one_to_one"] == 1
     assert (scores["n_true_segments"], scores["n_pred_segments"]) == (2, 1)
 
 
 def test_whole_book_prediction_with_no_match():
     # true  cover | story×3 | ad×2 -> [0,1) [1,4) [4,6); pred one segment [0,6)
     # IoUs 1/6, 3/6 = 0.5 (not > 0.5), 2/6 -> no match: every fraction is 0
-    # mndd_cosmo = 6 − (1 + 3 + 2) = 0; mndd = 6 − 3 = 3 (only the story keeps its pages)
+    # mndd_cosmo = 6 − (1 + 3 + 2) = 0; mndd_one_to_one = 6 − 3 = 3 (only the story keeps its pages)
     scores = document_scores([1, 2, 2, 2, 0, 0], [2] * 6)
     for key in ("precision", "recall", "f1", "sq", "pq"):
         assert scores[key] == 0.0
     assert scores["mndd_cosmo"] == 0
-    assert scores["mndd"] == 3
+    assert scores["mndd_one_to_one"] == 3
 
 
 def test_iou_exactly_half_does_not_match():
     # true [0,4); pred [0,2) [2,4): both IoUs are 2/4 = 0.5 exactly -> no match
     scores = document_scores([2, 2, 2, 2], [2, 2, 0, 0])
     assert scores["precision"] == 0.0 and scores["recall"] == 0.0 and scores["pq"] == 0.0
-    # mndd_cosmo = 4 − 2 = 2; mndd: one true segment takes one predicted one, 4 − 2 = 2
-    assert scores["mndd_cosmo"] == 2 and scores["mndd"] == 2
+    # mndd_cosmo = 4 − 2 = 2; mndd_one_to_one: one true segment takes one predicted one, 4 − 2 = 2
+    assert scores["mndd_cosmo"] == 2 and scores["mndd_one_to_one"] == 2
 
 
 def test_iou_half_next_to_a_match():
     # true  [0,2) [2,4)        pred  [0,1) [1,4)
     # IoU(T1,P1) = 1/2 = 0.5 (no), IoU(T1,P2) = 1/4, IoU(T2,P2) = 2/3 (match)
     # precision = 1/2, recall = 1/2, F1 = 1/2, SQ = 2/3, PQ = 1/3
-    # overlaps [[1, 1], [0, 2]]: mndd_cosmo = 4 − (1 + 2) = 1; assignment T1–P1, T2–P2 = 3 -> mndd = 1
+    # overlaps [[1, 1], [0, 2]]: mndd_cosmo = 4 − (1 + 2) = 1; assignment T1–P1, T2–P2 = 3 -> mndd_one_to_one = 1
     scores = document_scores([0, 0, 1, 1], [0, 1, 1, 1])
     assert scores["precision"] == 0.5 and scores["recall"] == 0.5 and scores["f1"] == 0.5
     assert scores["sq"] == pytest.approx(2 / 3)
     assert scores["pq"] == pytest.approx(1 / 3)
-    assert scores["mndd_cosmo"] == 1 and scores["mndd"] == 1
+    assert scores["mndd_cosmo"] == 1 and scores["mndd_one_to_one"] == 1
 
 
 def test_unlabelled_pages_are_dropped_before_segmentation():
@@ -127,7 +127,7 @@ def test_unlabelled_pages_are_dropped_before_segmentation():
     scores = document_scores([2, -1, 2, 0, -1, 0], [2, 7, 2, 0, 2, 0])
     assert scores["pages"] == 4
     assert scores["n_true_segments"] == scores["n_pred_segments"] == 2
-    assert scores["f1"] == 1.0 and scores["pq"] == 1.0 and scores["mndd"] == 0
+    assert scores["f1"] == 1.0 and scores["pq"] == 1.0 and scores["mndd_one_to_one"] == 0
 
 
 def test_greedy_overlap_and_one_to_one_assignment_differ():
@@ -135,15 +135,15 @@ def test_greedy_overlap_and_one_to_one_assignment_differ():
     # overlaps  T1: P1 2, P2 3          T2: P1 0, P2 2
     # mndd_cosmo (largest overlap per true segment, P2 reused) = 7 − (3 + 2) = 2
     # greedy one-to-one (take the largest pair first): T1–P2 = 3, then T2 has only P2 left -> 7 − 3 = 4
-    # optimal one-to-one: T1–P1 + T2–P2 = 2 + 2 = 4 -> mndd = 7 − 4 = 3
+    # optimal one-to-one: T1–P1 + T2–P2 = 2 + 2 = 4 -> mndd_one_to_one = 7 − 4 = 3
     # IoUs 2/5, 3/7, 2/5 -> no match
     scores = document_scores([0] * 5 + [1] * 2, [3] * 2 + [4] * 5)
     assert scores["mndd_cosmo"] == 2
-    assert scores["mndd"] == 3
+    assert scores["mndd_one_to_one"] == 3
     assert scores["f1"] == 0.0
 
 
-def _brute_force_mndd(true: list[int], pred: list[int]) -> int:
+def _brute_force_mndd_one_to_one(true: list[int], pred: list[int]) -> int:
     t, p = segments(true), segments(pred)
     overlap = [[max(0, min(a[1], b[1]) - max(a[0], b[0])) for b in p] for a in t]
     # try every injective map from the shorter side to the longer one
@@ -155,15 +155,15 @@ def _brute_force_mndd(true: list[int], pred: list[int]) -> int:
     return len(true) - best
 
 
-def test_mndd_is_the_optimum_over_all_one_to_one_assignments():
+def test_mndd_one_to_one_is_the_optimum_over_all_one_to_one_assignments():
     rng = np.random.default_rng(0)
     for _ in range(200):
         pages = int(rng.integers(1, 9))
         true = rng.integers(0, 3, pages).tolist()
         pred = rng.integers(0, 3, pages).tolist()
         scores = document_scores(true, pred)
-        assert scores["mndd"] == _brute_force_mndd(true, pred)
-        assert 0 <= scores["mndd_cosmo"] <= scores["mndd"] < pages
+        assert scores["mndd_one_to_one"] == _brute_force_mndd_one_to_one(true, pred)
+        assert 0 <= scores["mndd_cosmo"] <= scores["mndd_one_to_one"] < pages
 
 
 def test_empty_book():
@@ -172,7 +172,7 @@ def test_empty_book():
         scores = document_scores(true, pred)
         assert scores["pages"] == 0
         assert scores["n_true_segments"] == scores["n_pred_segments"] == 0
-        assert scores["mndd_cosmo"] == 0 and scores["mndd"] == 0
+        assert scores["mndd_cosmo"] == 0 and scores["mndd_one_to_one"] == 0
         for key in ("precision", "recall", "f1", "sq", "pq"):
             assert math.isnan(scores[key])
 
@@ -238,10 +238,10 @@ def test_page_scores_reject_predictions_outside_the_classes():
 
 def test_document_metrics_average_over_books_page_metrics_pool():
     books = {
-        # A: one segment [0,6), predicted exactly -> P = R = F1 = SQ = PQ = 1, mndd 0
+        # A: one segment [0,6), predicted exactly -> P = R = F1 = SQ = PQ = 1, mndd_one_to_one 0
         "A": (np.array([0] * 6), np.array([0] * 6)),
         # B: true ad cover ad cover -> 4 one-page segments; pred one segment [0,4), every IoU 1/4 -> no match
-        #    P = R = F1 = SQ = PQ = 0; mndd_cosmo = 4 − 4·1 = 0; mndd = 4 − 1 = 3, normalised 3/4
+        #    P = R = F1 = SQ = PQ = 0; mndd_cosmo = 4 − 4·1 = 0; mndd_one_to_one = 4 − 1 = 3, normalised 3/4
         "B": (np.array([0, 1, 0, 1]), np.array([0, 0, 0, 0])),
         # C: no labelled page -> skipped from the document averages
         "C": (np.array([-1, -1, -1]), np.array([0, 0, 0])),
@@ -255,9 +255,9 @@ def test_document_metrics_average_over_books_page_metrics_pool():
     assert summary["sq"] == 0.5
     assert summary["pq"] == 0.5
     assert summary["mndd_cosmo"] == 0.0
-    assert summary["mndd"] == 1.5  # (0 + 3) / 2
+    assert summary["mndd_one_to_one"] == 1.5  # (0 + 3) / 2
     assert summary["mndd_cosmo_norm"] == 0.0
-    assert summary["mndd_norm"] == 0.375  # (0/6 + 3/4) / 2; pooled would be 3/10
+    assert summary["mndd_one_to_one_norm"] == 0.375  # (0/6 + 3/4) / 2; pooled would be 3/10
     assert summary["books_evaluated"] == 2
     assert summary["pages_evaluated"] == 10
 
@@ -270,14 +270,16 @@ def test_document_metrics_average_over_books_page_metrics_pool():
 
     assert list(summary) == [
         "accuracy", "macro_f1", "macro_f1_all9", "doc_precision", "doc_recall", "doc_f1", "sq", "pq",
-        "mndd_cosmo", "mndd", "mndd_cosmo_norm", "mndd_norm", "books_evaluated", "pages_evaluated",
+        "mndd_cosmo", "mndd_one_to_one", "mndd_cosmo_norm", "mndd_one_to_one_norm", "books_evaluated",
+        "pages_evaluated",
     ]  # fmt: skip
     assert per_book["book"].tolist() == ["A", "B", "C"]
     b = per_book.set_index("book").loc["B"]
-    assert (b.pages, b.n_true_segments, b.n_pred_segments, b.mndd, b.mndd_norm) == (4, 4, 1, 3, 0.75)
+    assert (b.pages, b.n_true_segments, b.n_pred_segments) == (4, 4, 1)
+    assert (b.mndd_one_to_one, b.mndd_one_to_one_norm) == (3, 0.75)
     assert b.accuracy == 0.5
     c = per_book.set_index("book").loc["C"]
-    assert c.pages == 0 and c.pages_ignored == 3 and math.isnan(c.f1) and math.isnan(c.mndd_norm)
+    assert c.pages == 0 and c.pages_ignored == 3 and math.isnan(c.f1) and math.isnan(c.mndd_one_to_one_norm)
 
 
 def test_no_evaluable_book_gives_nan_document_metrics():

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from multimodal_suite.common.params import ParamsError
 from multimodal_suite.datasets import ComicBookFolderDataset, EmbeddingShardDataset
+from multimodal_suite.models.bookbert import classify_sequence
 from multimodal_suite.pipelines.pss import nodes
 from multimodal_suite.pipelines.pss.params import ModelParams, TrainParams
 
@@ -201,3 +204,35 @@ def test_books_none_of_which_the_annotations_list_is_an_error_with_the_counts(ti
     with pytest.raises(ValueError, match=rf"none of the {len(others)} books the annotations list .*'book_missing': "
                                          rf"{len(others)}"):
         nodes.index_pages(_books(root), others, precompute_params)
+
+
+def _val_loss_with_long_val_book(labels_past_the_window: bool) -> tuple[float, dict, dict, pd.DataFrame]:
+    """One epoch on a 40-page train book; the val book has 600 pages, labelled past page 512 or not."""
+    generator = torch.Generator().manual_seed(0)
+    lengths = {"train_book": 40, "val_book": 600}
+    sequences = {book: {"page_index": np.arange(n), "features": torch.randn(n, 8, generator=generator)}
+                 for book, n in lengths.items()}
+    labels = {"train_book": np.arange(40) % 3, "val_book": np.arange(600) // 100 % 3}
+    if not labels_past_the_window:
+        labels["val_book"][512:] = -1
+    page_labels = pd.DataFrame([{"book_id": book, "page_index": page, "label": int(label)}
+                                for book, book_labels in labels.items() for page, label in enumerate(book_labels)])
+    split = pd.DataFrame({"book_id": ["train_book", "val_book"], "split": ["train", "val"]})
+    trained, history, _, _ = nodes.train_bookbert(
+        sequences, page_labels, split, SimpleNamespace(dim=4),
+        ModelParams(bert_input=16, num_layers=1, num_heads=2, ff_dim=32, dropout=0.0),  # 512 positions
+        TrainParams(seed=0, epochs=1, books_per_batch=1, warmup_steps=1, device="cpu"))
+    return float(history["val_loss"].iloc[0]), trained, sequences, page_labels
+
+
+def test_validation_loss_reads_whole_books_in_the_classification_windows():
+    cut_loss, _, _, _ = _val_loss_with_long_val_book(labels_past_the_window=False)
+    whole_loss, trained, sequences, page_labels = _val_loss_with_long_val_book(labels_past_the_window=True)
+    assert whole_loss != pytest.approx(cut_loss)  # pages 512-599 count (the same model either way)
+    # the loss of the logits classification gives the whole book (overlapping windows past 512 pages)
+    model = nodes.load_bookbert(trained)
+    logits = classify_sequence(model, sequences["val_book"]["features"])
+    train_labels = page_labels.loc[page_labels["book_id"] == "train_book", "label"].to_numpy()
+    loss_fn = torch.nn.CrossEntropyLoss(weight=nodes._class_weights([train_labels]), ignore_index=-1)
+    target = torch.tensor(page_labels.loc[page_labels["book_id"] == "val_book", "label"].to_numpy())
+    assert whole_loss == pytest.approx(float(loss_fn(logits, target)), rel=1e-5)

@@ -19,8 +19,10 @@ MnDD (minimum number of pages to move so that the predicted split equals the tru
 
 * ``mndd_cosmo`` = pages − Σ over true segments of its largest overlap with any predicted segment. A predicted
   segment may serve several true segments, so predicting the whole book as one segment scores 0;
-* ``mndd`` = pages − the largest total overlap of a one-to-one assignment of true to predicted segments
-  (the TABME definition), which is the true minimum.
+* ``mndd_one_to_one`` = pages − the largest total overlap of a one-to-one assignment of true to predicted
+  segments (the TABME definition), which is the true minimum.
+
+Published comic PSS figures are ``mndd_cosmo``; the other keeps its suffix so that it is never read as one.
 
 Both are reported in pages per book and divided by the book's length (``*_norm``), then averaged over books.
 A book with no labelled pages is skipped from every document-level average and counted out of
@@ -47,10 +49,10 @@ CLASS_COLOURS: tuple[str, ...] = (
 )  # fmt: skip
 IGNORE_COLOUR = "#c7c7c7"
 
-DOCUMENT_KEYS: tuple[str, ...] = ("precision", "recall", "f1", "sq", "pq", "mndd_cosmo", "mndd")
+DOCUMENT_KEYS: tuple[str, ...] = ("precision", "recall", "f1", "sq", "pq", "mndd_cosmo", "mndd_one_to_one")
 BOOK_COLUMNS: list[str] = [
     "book", "pages", "pages_ignored", "n_true_segments", "n_pred_segments", "accuracy",
-    "precision", "recall", "f1", "sq", "pq", "mndd_cosmo", "mndd", "mndd_cosmo_norm", "mndd_norm",
+    "precision", "recall", "f1", "sq", "pq", "mndd_cosmo", "mndd_one_to_one", "mndd_cosmo_norm", "mndd_one_to_one_norm",
 ]  # fmt: skip
 CLASS_COLUMNS: list[str] = ["class", "label", "precision", "recall", "f1", "support"]
 
@@ -132,9 +134,9 @@ def document_scores(true: Sequence[int], pred: Sequence[int]) -> dict[str, float
         pred: Predicted labels ``[pages]``.
 
     Returns:
-        ``precision, recall, f1, sq, pq`` (fractions), ``mndd_cosmo, mndd`` (pages), ``pages`` (labelled pages),
-        ``n_true_segments, n_pred_segments``. A book with no labelled pages has ``pages = 0``, no segments,
-        ``mndd_cosmo = mndd = 0`` and NaN for the five fractions, which are undefined there.
+        ``precision, recall, f1, sq, pq`` (fractions), ``mndd_cosmo, mndd_one_to_one`` (pages), ``pages``
+        (labelled pages), ``n_true_segments, n_pred_segments``. A book with no labelled pages has ``pages = 0``,
+        no segments, ``mndd_cosmo = mndd_one_to_one = 0`` and NaN for the five fractions, which are undefined there.
 
     Raises:
         ValueError: ``true`` and ``pred`` differ in length.
@@ -145,7 +147,7 @@ def document_scores(true: Sequence[int], pred: Sequence[int]) -> dict[str, float
     if pages == 0:
         nan = float("nan")
         return {
-            "precision": nan, "recall": nan, "f1": nan, "sq": nan, "pq": nan, "mndd_cosmo": 0, "mndd": 0,
+            "precision": nan, "recall": nan, "f1": nan, "sq": nan, "pq": nan, "mndd_cosmo": 0, "mndd_one_to_one": 0,
             "pages": 0, "n_true_segments": 0, "n_pred_segments": 0,
         }  # fmt: skip
 
@@ -168,7 +170,7 @@ def document_scores(true: Sequence[int], pred: Sequence[int]) -> dict[str, float
         "sq": sq,
         "pq": f1 * sq,
         "mndd_cosmo": pages - int(inter.max(axis=1).sum()),
-        "mndd": pages - int(inter[rows, cols].sum()),
+        "mndd_one_to_one": pages - int(inter[rows, cols].sum()),
         "pages": pages,
         "n_true_segments": len(true_segments),
         "n_pred_segments": len(pred_segments),
@@ -254,16 +256,16 @@ def evaluate_books(
         ``(summary, per_class, per_book)``.
 
         ``summary``: ``accuracy, macro_f1, macro_f1_all9`` pooled over all labelled pages;
-        ``doc_precision, doc_recall, doc_f1, sq, pq, mndd_cosmo, mndd`` (pages), ``mndd_cosmo_norm, mndd_norm``
-        (per-book value / labelled pages) averaged over the books with at least one labelled page;
-        ``books_evaluated`` (the number of such books) and ``pages_evaluated`` (labelled pages). Document-level
-        values are NaN when no book has a labelled page.
+        ``doc_precision, doc_recall, doc_f1, sq, pq, mndd_cosmo, mndd_one_to_one`` (pages), ``mndd_cosmo_norm,
+        mndd_one_to_one_norm`` (per-book value / labelled pages) averaged over the books with at least one
+        labelled page; ``books_evaluated`` (the number of such books) and ``pages_evaluated`` (labelled pages).
+        Document-level values are NaN when no book has a labelled page.
 
         ``per_class``: see :func:`page_scores`.
 
         ``per_book``: one row per book in ``books`` order, columns ``book, pages, pages_ignored,
-        n_true_segments, n_pred_segments, accuracy, precision, recall, f1, sq, pq, mndd_cosmo, mndd,
-        mndd_cosmo_norm, mndd_norm``; fractions are NaN for a book with no labelled page.
+        n_true_segments, n_pred_segments, accuracy, precision, recall, f1, sq, pq, mndd_cosmo, mndd_one_to_one,
+        mndd_cosmo_norm, mndd_one_to_one_norm``; fractions are NaN for a book with no labelled page.
 
     Raises:
         ValueError: a book's ``true`` and ``pred`` differ in length, or a prediction is not a class index.
@@ -287,7 +289,7 @@ def evaluate_books(
                 "accuracy": float((t == p).mean()) if pages else float("nan"),
                 **{key: scores[key] for key in DOCUMENT_KEYS},
                 "mndd_cosmo_norm": scores["mndd_cosmo"] / pages if pages else float("nan"),
-                "mndd_norm": scores["mndd"] / pages if pages else float("nan"),
+                "mndd_one_to_one_norm": scores["mndd_one_to_one"] / pages if pages else float("nan"),
             }
         )
     per_book = pd.DataFrame(rows, columns=BOOK_COLUMNS)
@@ -312,9 +314,9 @@ def evaluate_books(
         "sq": mean("sq"),
         "pq": mean("pq"),
         "mndd_cosmo": mean("mndd_cosmo"),
-        "mndd": mean("mndd"),
+        "mndd_one_to_one": mean("mndd_one_to_one"),
         "mndd_cosmo_norm": mean("mndd_cosmo_norm"),
-        "mndd_norm": mean("mndd_norm"),
+        "mndd_one_to_one_norm": mean("mndd_one_to_one_norm"),
         "books_evaluated": int(len(evaluated)),
         "pages_evaluated": int(page_level["pages_evaluated"]),
     }

@@ -394,10 +394,10 @@ def _random_window(features: torch.Tensor, labels: np.ndarray, window: int, rng:
     return features[start : start + window], labels[start : start + window]
 
 
-def predict_books(
+def _book_logits(
     model: BookBERTMultimodal2, sequences: Mapping[str, dict], book_ids: list[str], params: ClassifyParams
-) -> dict[str, np.ndarray]:
-    """Class probabilities [L, C] per book, whole books as context (windows only past the position limit)."""
+) -> dict[str, torch.Tensor]:
+    """Float32 CPU logits [L, C] per book, whole books as context (windows only past the position limit)."""
     device = pick_device(params.device)
     model.eval().to(device)
     with autocast_context(device, autocast_dtype(device, params.mixed_precision)):
@@ -405,27 +405,34 @@ def predict_books(
             model, [sequences[book_id]["features"].to(device) for book_id in book_ids], window=params.window,
             stride=params.stride, batch_windows=params.batch_windows, max_batch_pages=params.max_batch_pages)
     model.cpu()
-    return {book_id: torch.softmax(logits.float(), dim=-1).cpu().numpy()
-            for book_id, logits in zip(book_ids, all_logits)}
+    return {book_id: logits.float().cpu() for book_id, logits in zip(book_ids, all_logits)}
 
 
-def _macro_f1(labels: Mapping[str, np.ndarray], probabilities: Mapping[str, np.ndarray]) -> float:
-    true = np.concatenate([labels[b] for b in probabilities])
-    pred = np.concatenate([probabilities[b].argmax(-1) for b in probabilities])
+def predict_books(
+    model: BookBERTMultimodal2, sequences: Mapping[str, dict], book_ids: list[str], params: ClassifyParams
+) -> dict[str, np.ndarray]:
+    """Class probabilities [L, C] per book, whole books as context (windows only past the position limit)."""
+    return {book_id: torch.softmax(logits, dim=-1).numpy()
+            for book_id, logits in _book_logits(model, sequences, book_ids, params).items()}
+
+
+def _macro_f1(labels: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarray | torch.Tensor]) -> float:
+    """Page macro-F1 of the argmax of per-book ``scores`` [L, C] (probabilities or logits)."""
+    true = np.concatenate([labels[b] for b in scores])
+    pred = np.concatenate([np.asarray(scores[b]).argmax(-1) for b in scores])
     keep = true != IGNORE_LABEL
     return float(f1_score(true[keep], pred[keep], average="macro")) if keep.any() else 0.0
 
 
-def _loss_on(model, books, sequences, labels, loss_fn, window) -> float:
-    model.eval()
+def _loss_on(logits: Mapping[str, torch.Tensor], labels: Mapping[str, np.ndarray], loss_fn) -> float:
+    """Mean loss of whole books from their ``logits`` [L, C], each book weighted by its labelled pages."""
     total, count = 0.0, 0
     with torch.inference_mode():
-        for book in books:
-            features, book_labels = sequences[book]["features"][:window], labels[book][:window]
-            target = torch.as_tensor(np.array(book_labels, dtype=np.int64))
+        for book, book_logits in logits.items():
+            target = torch.as_tensor(np.array(labels[book], dtype=np.int64))
             valid = int((target != IGNORE_LABEL).sum())
             if valid:
-                total += float(loss_fn(model.forward_sequence(features), target)) * valid
+                total += float(loss_fn(book_logits, target)) * valid
                 count += valid
     return total / max(count, 1)
 
@@ -441,7 +448,8 @@ def train_bookbert(
     """Train BookBERT on the train books, early-stop on val loss, keep the checkpoint with the best val macro-F1.
 
     AdamW with linear warm-up then cosine (or inverse-sqrt) decay, gradient clipping, class-weighted cross entropy
-    ignoring −1 pages. Books longer than the position limit train on random windows.
+    ignoring −1 pages. Books longer than the position limit train on random windows; validation (loss and
+    macro-F1) reads whole val books, in the overlapping windows classification uses.
 
     Returns:
         The trained model (``{"config", "state_dict", "metadata"}`` for the safetensors model dataset), the
@@ -488,10 +496,10 @@ def train_bookbert(
         return {"train_loss": epoch_loss / max(batches, 1)}
 
     def evaluate(epoch: int) -> dict[str, float]:
-        # validation runs on the CPU, as classification does; training goes back to its device after
-        model.cpu()
-        val_loss = _loss_on(model, val_books, pss_book_sequences, labels, loss_fn.cpu(), window)
-        val_f1 = _macro_f1(labels, predict_books(model, pss_book_sequences, val_books, _VALIDATION_INFERENCE))
+        # whole books, windowed as classification windows them: loss and F1 come from the same logits
+        logits = _book_logits(model, pss_book_sequences, val_books, _VALIDATION_INFERENCE)
+        val_loss = _loss_on(logits, labels, loss_fn.cpu())
+        val_f1 = _macro_f1(labels, logits)
         model.to(device)
         loss_fn.to(device)
         return {"val_loss": val_loss, "val_macro_f1": val_f1}

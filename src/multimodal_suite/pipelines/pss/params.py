@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from multimodal_suite.common.comics.annotations import CLASS_NAMES, NUM_CLASSES
+from multimodal_suite.common.device import MixedPrecision
 from multimodal_suite.common.images import DEFAULT_MAX_IMAGE_PIXELS
 from multimodal_suite.common.models import ModelSpec
 from multimodal_suite.common.ray import RayOptions
@@ -29,7 +30,7 @@ class PrecomputeParams:
         batch_size: images per model batch.
         text_batch_size: texts per model batch.
         text_max_batch_tokens: padded tokens per text batch.
-        mixed_precision: autocast the image model (fp16 on GPU, bf16 on CPU).
+        mixed_precision: ``auto`` (reduced precision where the device has it natively), or force it on/off.
         device: ``auto`` (cuda → mps → cpu) or a torch device string.
         decode_workers: threads decoding images ahead of the model.
         max_image_pixels: a page whose image header claims more pixels is rejected without being decoded.
@@ -46,7 +47,7 @@ class PrecomputeParams:
     batch_size: int = 32
     text_batch_size: int = 64
     text_max_batch_tokens: int = 1024
-    mixed_precision: bool = True
+    mixed_precision: MixedPrecision = "auto"
     device: str = "auto"
     decode_workers: int = 4
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
@@ -68,7 +69,8 @@ class ModelParams:
         dropout: dropout in the projection and the encoder.
         num_classes: page classes; must be the number the annotations define.
         positional: ``absolute`` (learned positions) or ``none``.
-        head_hidden_dim: 0 for a single linear classifier, else a hidden layer of this width before it.
+        head_hidden_dim: 0 for a single linear classifier, else a hidden layer of this width before it (never
+            set by ``PSS_HIDDEN``, which the original scripts did not use).
     """
 
     bert_input: int = 768
@@ -154,7 +156,7 @@ class ClassifyParams:
         batch_windows: windows per forward pass.
         max_batch_pages: books shorter than the window run as padded batches of up to this many pages.
         device: ``auto`` (cuda → mps → cpu) or a torch device string.
-        mixed_precision: autocast the forward pass (fp16 on GPU, bf16 on CPU).
+        mixed_precision: autocast the forward pass: ``auto`` (where the device has it natively), on or off.
         split: the split ``evaluate_pss`` scores.
     """
 
@@ -163,7 +165,7 @@ class ClassifyParams:
     batch_windows: int = 16
     max_batch_pages: int = 4096
     device: str = "auto"
-    mixed_precision: bool = False
+    mixed_precision: MixedPrecision = False
     split: Split = "test"
 
 

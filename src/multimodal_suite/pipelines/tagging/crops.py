@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from multimodal_suite.common.batching import DynamicBatcher
-from multimodal_suite.common.device import autocast_dtype, pick_device
+from multimodal_suite.common.device import MixedPrecision, autocast_dtype, pick_device
 from multimodal_suite.common.encoding import embed_prepared
 from multimodal_suite.common.hashing import hash_object
 from multimodal_suite.common.images import (
@@ -83,11 +83,11 @@ class CropEncoder:
         model: image model spec (``clip``, ``siglip_vision`` or ``timm`` family), or a model already loaded.
         batch_clips: largest batch of crops the model sees (halved on out-of-memory, grown back).
         device: ``auto`` (cuda → mps → cpu) or a torch device string.
-        mixed_precision: autocast to fp16 (GPU) / bf16 (CPU).
+        mixed_precision: ``auto`` (fp16 on GPUs, bf16 on CPUs with bf16 instructions, else fp32), or on/off.
     """
 
     def __init__(self, model: Mapping[str, Any] | ModelSpec | LoadedModel, *, batch_clips: int = 64,
-                 device: str | None = "auto", mixed_precision: bool = True) -> None:
+                 device: str | None = "auto", mixed_precision: MixedPrecision = "auto") -> None:
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
         if self.model.image_size is None:
             raise ValueError(f"crop embedding needs an image model; {self.model.spec.describe()} is not one")
@@ -122,7 +122,7 @@ class CropEmbedder:
         model: image model spec (``clip``, ``siglip_vision`` or ``timm`` family).
         batch_clips: largest batch of crops the image model sees.
         device: ``auto`` (cuda → mps → cpu) or a torch device string, for the image model.
-        mixed_precision: autocast the image model to fp16 (GPU) / bf16 (CPU).
+        mixed_precision: ``auto`` (fp16 on GPUs, bf16 on CPUs with bf16 instructions, else fp32), or on/off.
         max_image_pixels: an image whose header claims more pixels is skipped with a reason, never decoded.
     """
 
@@ -133,7 +133,7 @@ class CropEmbedder:
         *,
         batch_clips: int = 64,
         device: str | None = "auto",
-        mixed_precision: bool = True,
+        mixed_precision: MixedPrecision = "auto",
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.max_image_pixels = pixel_limit(max_image_pixels)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from multimodal_suite.common.device import MixedPrecision
 from multimodal_suite.common.images import DEFAULT_MAX_IMAGE_PIXELS
 from multimodal_suite.common.models import ModelSpec
 from multimodal_suite.common.paths import name_parameter, safe_component
@@ -58,7 +59,7 @@ class SourceParams:
         end_shard: last position (exclusive); ``None``: to the last shard.
         engine: ``in_process`` (this process) or ``ray_data`` (an actor pool of segmenter + image model replicas).
         device: ``auto`` (cuda → mps → cpu) or a torch device string, for the image model.
-        mixed_precision: autocast the image model (fp16 on GPU, bf16 on CPU).
+        mixed_precision: ``auto`` (reduced precision where the device has it natively), or force it on/off.
         max_image_pixels: a sample whose image header claims more pixels is an error row, never decoded.
         ray: Ray Data options of the ``ray_data`` engine, with the resources of a local Ray it starts.
     """
@@ -67,7 +68,7 @@ class SourceParams:
     end_shard: int | None = None
     engine: Literal["in_process", "ray_data"] = "in_process"
     device: str = "auto"
-    mixed_precision: bool = True
+    mixed_precision: MixedPrecision = "auto"
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     ray: RayOptions = RayOptions(object_store_gb=2)
 
@@ -136,7 +137,7 @@ class TargetParams:
         min_votes: neighbours that must carry a tag for a crop to keep it in the uncalibrated vote, which
             ``tagging_evaluate`` reports as ``knn_min_votes`` beside the methods.
         device: ``auto`` (cuda → mps → cpu) or a torch device string, for the image model.
-        mixed_precision: autocast the image model (fp16 on GPU, bf16 on CPU).
+        mixed_precision: ``auto`` (reduced precision where the device has it natively), or force it on/off.
         max_image_pixels: an image of the folder (or a saved crop) whose header claims more pixels is rejected
             without being decoded.
         contact_sheet: the contact sheet of the folder's crops.
@@ -147,7 +148,7 @@ class TargetParams:
     k: int = 10
     min_votes: int = 3
     device: str = "auto"
-    mixed_precision: bool = True
+    mixed_precision: MixedPrecision = "auto"
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     contact_sheet: ContactSheetParams = ContactSheetParams()
 

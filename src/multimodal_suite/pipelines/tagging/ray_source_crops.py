@@ -21,6 +21,7 @@ import ray
 import ray.data
 import torch
 
+from multimodal_suite.common.device import MixedPrecision
 from multimodal_suite.common.images import DEFAULT_MAX_IMAGE_PIXELS, pixel_limit
 from multimodal_suite.common.models import ModelSpec
 from multimodal_suite.common.ray import RayOptions, check_replica_fits, ray_session
@@ -43,7 +44,7 @@ class CropEmbedActor:
     """
 
     def __init__(self, segmenter: Mapping[str, Any], model: ModelSpec, *, batch_clips: int, device: str | None,
-                 mixed_precision: bool, num_threads: int | None,
+                 mixed_precision: MixedPrecision, num_threads: int | None,
                  max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         if num_threads:
             torch.set_num_threads(int(num_threads))
@@ -85,7 +86,7 @@ def iter_source_tables_ray(
     options: RayOptions,
     batch_images: int = 24,
     batch_clips: int = 64,
-    mixed_precision: bool = True,
+    mixed_precision: MixedPrecision = "auto",
     device: str | None = "auto",
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Iterator[tuple[str, Any]]:
@@ -105,7 +106,7 @@ def iter_source_tables_ray(
         batch_images: samples per ``map_batches`` batch (the segmenter's batch); ``options.batch_size`` wins when
             set.
         batch_clips: crops per image-model batch inside a replica.
-        mixed_precision: autocast the image model to fp16 (GPU) / bf16 (CPU).
+        mixed_precision: ``auto`` (fp16 on GPUs, bf16 on CPUs with bf16 instructions, else fp32), or on/off.
         device: ``auto`` or a torch device string, inside each replica.
         max_image_pixels: a sample whose image header claims more pixels is an error row, never decoded.
 
